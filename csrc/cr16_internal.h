@@ -1,0 +1,140 @@
+/* cr16_internal.h - what the decoder, the interpreter and the API share. */
+#ifndef AEMU_CR16_INTERNAL_H
+#define AEMU_CR16_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include "cr16.h"
+
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Code lines: stores check one byte per 64-byte line to see whether they hit
+ * predecoded code, so data next to code does not throw whole pages away. */
+#define CR16_LINE_BITS 6
+#define CR16_ADDR_SPACE (1u << 24)
+#define CR16_DPAGES (CR16_ADDR_SPACE >> CR16_PAGE_BITS)
+#define CR16_DPAGE_ENTRIES (CR16_PAGE_SIZE / 2)
+
+/* A predecoded instruction: 8 bytes, one per 16-bit parcel address.  An
+ * all-zero entry (op = OP_DECODE) means "not decoded yet". */
+typedef struct {
+    uint32_t imm;   /* immediate, displacement, absolute address or count */
+    uint8_t op;     /* handler (enum below) */
+    uint8_t a, b;   /* operand fields, meaning depends on op */
+    uint8_t len;    /* instruction length in bytes: 2, 4 or 6 */
+} dinsn;
+
+/* Addressing modes of loads, stores and bit instructions:
+ *   PD  RP(b) + imm          ABS imm (already remapped)
+ *   IDX RX + RP(k) + imm, b = k | x << 4     R16 zx(R[b]) + imm            */
+#define MODES(X, K) X(K, PD) X(K, ABS) X(K, IDX) X(K, R16)
+
+/* ALU ops on bytes and words, each with an immediate and a register form. */
+#define ALU_OPS(X) X(AND) X(OR) X(XOR) X(ADDU) X(ADD) X(ADDC) X(SUB) X(SUBC) X(MUL) X(CMP) X(MOV)
+#define ALU_VARIANTS(X, N) X(N##B_I) X(N##B_R) X(N##W_I) X(N##W_R)
+
+/* Condition codes 0..13 (cr16c-isa.md 5); 14 is "always". */
+#define CONDS(X) X(EQ) X(NE) X(CS) X(CC) X(HI) X(LS) X(GT) X(LE) X(FS) X(FC) X(LO) X(HS) X(LT) X(GE)
+
+#define MEM_KINDS(X) X(LDB) X(LDW) X(LDD) X(STB) X(STW) X(STD) X(STBI) X(STWI) \
+    X(CBITB) X(SBITB) X(TBITB) X(CBITW) X(SBITW) X(TBITW)
+
+#define OP_NAME(n) OP_##n,
+#define OP_MODE(k, m) OP_##k##_##m,
+#define OP_ALU(n) ALU_VARIANTS(OP_NAME, n)
+#define OP_MEMK(k) MODES(OP_MODE, k)
+#define OP_BCC(c) OP_B##c,
+
+enum {
+    OP_DECODE = 0, OP_UND, OP_NOP,
+    ALU_OPS(OP_ALU)
+    OP_MOVD_I, OP_MOVD_R, OP_ADDD_I, OP_ADDD_R, OP_SUBD_I, OP_SUBD_R, OP_CMPD_I, OP_CMPD_R,
+    OP_ANDD_I, OP_ANDD_R, OP_ORD_I, OP_ORD_R, OP_XORD_I, OP_XORD_R,
+    OP_MOVXB, OP_MOVZB, OP_MOVXW, OP_MOVZW, OP_MULSB, OP_MULSW, OP_MULUW,
+    OP_MACQW, OP_MACUW, OP_MACSW,
+    OP_ASHUB_I, OP_ASHUB_R, OP_LSHB_I, OP_LSHB_R, OP_ASHUW_I, OP_ASHUW_R, OP_LSHW_I, OP_LSHW_R,
+    OP_ASHUD_I, OP_ASHUD_R, OP_LSHD_I, OP_LSHD_R,
+    OP_TBIT_I, OP_TBIT_R, OP_SCOND,
+    MEM_KINDS(OP_MEMK)
+    CONDS(OP_BCC)
+    OP_BR, OP_BEQ0B, OP_BNE0B, OP_BEQ0W, OP_BNE0W, OP_BAL, OP_JCOND, OP_JUMP, OP_JUSR, OP_JAL,
+    OP_PUSH, OP_POP, OP_POPRET, OP_LOADM, OP_LOADMP, OP_STORM, OP_STORMP,
+    OP_LPR, OP_LPRD, OP_SPR, OP_SPRD, OP_DI, OP_EI, OP_WAIT, OP_EIWAIT, OP_RETX, OP_EXCP,
+    OP_COUNT
+};
+
+struct mmio_window {
+    uint32_t base, size;
+    cr16_mmio_fn fn;
+    void *opaque;
+};
+
+struct cr16_cpu {
+    /* hot state first */
+    uint32_t r[16];
+    uint32_t pc;
+    uint16_t psr, cfg;
+    uint32_t isp, intbase;
+    uint32_t sp_bank;          /* the inactive stack pointer: USP in supervisor
+                                  mode, the supervisor SP in user mode */
+    uint8_t *ram;
+    uint32_t ram_size;
+    uint8_t *dirty;            /* core dirty map, one byte per page */
+    uint8_t *codeline;         /* one byte per 64-byte line: holds decoded code */
+    dinsn **dpage;             /* decoded pages, CR16_DPAGES entries */
+    dinsn *free_dpages;        /* recycled decoded pages (linked through imm) */
+    uint64_t insns;
+    int svc_host;
+    int halted;
+    int irq;                   /* raised maskable vector, 0 = none */
+    int nmi;                   /* NMI edge latched */
+    _Atomic int stop_req;
+    int attention;             /* state changed outside an instruction */
+    /* debug registers: stored only */
+    uint16_t dbs, dsr;
+    uint32_t dcr, car0, car1;
+    /* last fault */
+    int fault_vector;
+    uint32_t fault_pc, fault_addr;
+    /* dirty consumers */
+    uint32_t npages;
+    uint8_t *consumer[CR16_MAX_DIRTY_CONSUMERS];
+    /* MMIO */
+    int nmmio;
+    struct mmio_window mmio[CR16_MAX_MMIO];
+};
+
+/* decode.c */
+void cr16_decode(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d);
+
+/* cpu.c helpers used by the interpreter */
+void cr16_code_written(struct cr16_cpu *c, uint32_t addr, uint32_t len);
+dinsn *cr16_dpage_alloc(struct cr16_cpu *c, uint32_t page);
+int cr16_mmio_access(struct cr16_cpu *c, uint32_t addr, int size, int is_write, uint32_t *v);
+void cr16_set_psr(struct cr16_cpu *c, uint32_t v);
+
+/* Register pairs (cr16c-isa.md 1.2). */
+static inline uint32_t rp_get(const struct cr16_cpu *c, unsigned p)
+{
+    if (p < 11)
+        return c->r[p] | c->r[p + 1] << 16;
+    if (p == 11)
+        return c->r[11] | (c->r[12] & 0xFFFF) << 16;
+    return c->r[p];
+}
+
+static inline void rp_set(struct cr16_cpu *c, unsigned p, uint32_t v)
+{
+    if (p < 11) {
+        c->r[p] = v & 0xFFFF;
+        c->r[p + 1] = v >> 16;
+    } else if (p == 11) {
+        c->r[11] = v & 0xFFFF;
+        c->r[12] = (c->r[12] & 0xFFFF0000u) | v >> 16;
+    } else {
+        c->r[p] = v;
+    }
+}
+
+#endif
