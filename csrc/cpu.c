@@ -51,7 +51,7 @@ void cr16_free(struct cr16_cpu *c)
 
 void cr16_reset(struct cr16_cpu *c)
 {
-    memset(c->r, 0, sizeof(c->r));
+    memset(c->h, 0, sizeof(c->h));
     c->pc = 0;
     c->psr = 0;
     c->cfg = 0;
@@ -71,8 +71,8 @@ void cr16_set_psr(struct cr16_cpu *c, uint32_t v)
 {
     v &= CR16_PSR_MASK;
     if ((v ^ c->psr) & CR16_PSR_U) {   /* switch stack-pointer banks */
-        uint32_t t = c->r[15];
-        c->r[15] = c->sp_bank;
+        uint32_t t = rp_get(c, 15);
+        rp_set(c, 15, c->sp_bank);
         c->sp_bank = t;
     }
     c->psr = (uint16_t)v;
@@ -81,11 +81,12 @@ void cr16_set_psr(struct cr16_cpu *c, uint32_t v)
 void cr16_get_regs(const struct cr16_cpu *c, struct cr16_regs *o)
 {
     int user = (c->psr & CR16_PSR_U) != 0;
-    memcpy(o->r, c->r, sizeof(o->r));
+    for (unsigned i = 0; i < 16; i++)
+        o->r[i] = reg_get(c, i);
     o->pc = c->pc;
     o->isp = c->isp;
-    o->usp = user ? c->r[15] : c->sp_bank;
-    o->ssp = user ? c->sp_bank : c->r[15];
+    o->usp = user ? rp_get(c, 15) : c->sp_bank;
+    o->ssp = user ? c->sp_bank : rp_get(c, 15);
     o->intbase = c->intbase;
     o->psr = c->psr;
     o->cfg = c->cfg;
@@ -100,7 +101,10 @@ void cr16_set_regs(struct cr16_cpu *c, const struct cr16_regs *in)
 {
     int user = (in->psr & CR16_PSR_U) != 0;
     for (int i = 0; i < 16; i++)
-        c->r[i] = i < 12 ? in->r[i] & 0xFFFF : in->r[i];
+        if (i < 12)
+            c->h[i] = (uint16_t)in->r[i];
+        else
+            rp_set(c, i, in->r[i]);
     c->pc = in->pc & 0xFFFFFEu;
     c->isp = in->isp;
     c->intbase = in->intbase & 0x00FFFFFEu;
@@ -142,7 +146,10 @@ void cr16_set_halted(struct cr16_cpu *c, int halted) { c->halted = halted != 0; 
 
 dinsn *cr16_dpage_alloc(struct cr16_cpu *c, uint32_t page)
 {
-    dinsn *blk = calloc(CR16_DPAGE_ENTRIES, sizeof(dinsn));
+    dinsn *blk = calloc(CR16_DPAGE_ENTRIES + CR16_DPAGE_SENTINELS, sizeof(dinsn));
+    if (blk)
+        for (int i = 0; i < CR16_DPAGE_SENTINELS; i++)
+            blk[CR16_DPAGE_ENTRIES + i].op = OP_PAGEX;
     c->dpage[page] = blk;
     return blk;
 }

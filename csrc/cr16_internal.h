@@ -4,6 +4,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include "cr16.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -15,6 +16,7 @@
 #define CR16_ADDR_SPACE (1u << 24)
 #define CR16_DPAGES (CR16_ADDR_SPACE >> CR16_PAGE_BITS)
 #define CR16_DPAGE_ENTRIES (CR16_PAGE_SIZE / 2)
+#define CR16_DPAGE_SENTINELS 3   /* a 6-byte step from the last slot lands in the third */
 
 /* A predecoded instruction: 8 bytes, one per 16-bit parcel address.  An
  * all-zero entry (op = OP_DECODE) means "not decoded yet". */
@@ -47,7 +49,7 @@ typedef struct {
 #define OP_BCC(c) OP_B##c,
 
 enum {
-    OP_DECODE = 0, OP_UND, OP_NOP,
+    OP_DECODE = 0, OP_PAGEX, OP_UND, OP_NOP,
     ALU_OPS(OP_ALU)
     OP_MOVD_I, OP_MOVD_R, OP_ADDD_I, OP_ADDD_R, OP_SUBD_I, OP_SUBD_R, OP_CMPD_I, OP_CMPD_R,
     OP_ANDD_I, OP_ANDD_R, OP_ORD_I, OP_ORD_R, OP_XORD_I, OP_XORD_R,
@@ -71,8 +73,11 @@ struct mmio_window {
 };
 
 struct cr16_cpu {
-    /* hot state first */
-    uint32_t r[16];
+    /* hot state first.  Registers live as 16-bit halves laid out so that every
+     * register pair is one contiguous little-endian 32-bit word: r0..r11 at
+     * h[0..11], then r12, r13, ra, sp as two halves each at h[12..19].  Pair
+     * 11 (r12_L:r11) is therefore h[11..12] with no special case. */
+    uint16_t h[20];
     uint32_t pc;
     uint16_t psr, cfg;
     uint32_t isp, intbase;
@@ -114,27 +119,41 @@ dinsn *cr16_dpage_alloc(struct cr16_cpu *c, uint32_t page);
 int cr16_mmio_access(struct cr16_cpu *c, uint32_t addr, int size, int is_write, uint32_t *v);
 void cr16_set_psr(struct cr16_cpu *c, uint32_t v);
 
-/* Register pairs (cr16c-isa.md 1.2). */
+/* Halfword offset of register n (and of register pair n) in h[]. */
+static const uint8_t cr16_regoff[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18};
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#error "the register file layout assumes a little-endian host"
+#endif
+
+/* Register pairs (cr16c-isa.md 1.2) and the 32-bit registers r12..sp. */
 static inline uint32_t rp_get(const struct cr16_cpu *c, unsigned p)
 {
-    if (p < 11)
-        return c->r[p] | c->r[p + 1] << 16;
-    if (p == 11)
-        return c->r[11] | (c->r[12] & 0xFFFF) << 16;
-    return c->r[p];
+    uint32_t v;
+    memcpy(&v, &c->h[cr16_regoff[p]], 4);
+    return v;
 }
 
 static inline void rp_set(struct cr16_cpu *c, unsigned p, uint32_t v)
 {
-    if (p < 11) {
-        c->r[p] = v & 0xFFFF;
-        c->r[p + 1] = v >> 16;
-    } else if (p == 11) {
-        c->r[11] = v & 0xFFFF;
-        c->r[12] = (c->r[12] & 0xFFFF0000u) | v >> 16;
-    } else {
-        c->r[p] = v;
-    }
+    memcpy(&c->h[cr16_regoff[p]], &v, 4);
+}
+
+/* 16-bit view of register n (the low half of r12..sp). */
+static inline uint32_t r16_get(const struct cr16_cpu *c, unsigned n)
+{
+    return c->h[cr16_regoff[n]];
+}
+
+static inline void r16_set(struct cr16_cpu *c, unsigned n, uint32_t v)
+{
+    c->h[cr16_regoff[n]] = (uint16_t)v;
+}
+
+/* Architectural value of register n: 16 bits for r0..r11, 32 for the rest. */
+static inline uint32_t reg_get(const struct cr16_cpu *c, unsigned n)
+{
+    return n < 12 ? c->h[n] : rp_get(c, n);
 }
 
 #endif

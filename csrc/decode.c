@@ -49,7 +49,7 @@ static inline void set(dinsn *d, int op, unsigned a, unsigned b, uint32_t imm, i
 /* First op of each mode group: op + mode index gives the handler. */
 enum { M_PD = 0, M_ABS = 1, M_IDX = 2, M_R16 = 3 };
 
-void cr16_decode(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d)
+static void decode_raw(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d)
 {
     /* The caller guarantees pc + 2 <= ram_size; later parcels may be missing. */
     uint32_t p0 = ram[pc] | ram[pc + 1] << 8;
@@ -388,4 +388,58 @@ void cr16_decode(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d)
         return;
     }
     UND();
+}
+
+/* Which operand fields name a register or pair (XA: field a, XB: field b).
+ * The interpreter wants those as halfword offsets into cr16_cpu.h[]. */
+enum { XA = 1, XB = 2 };
+#define XL_ALU(n) [OP_##n##B_I] = XA, [OP_##n##B_R] = XA | XB, [OP_##n##W_I] = XA, [OP_##n##W_R] = XA | XB,
+#define XL_MEM(k, m) [OP_##k##_##m] = XL_MEMBITS(k, m),
+#define XL_MEMK(k) MODES(XL_MEM, k)
+#define XL_DATA_LDB XA
+#define XL_DATA_LDW XA
+#define XL_DATA_LDD XA
+#define XL_DATA_STB XA
+#define XL_DATA_STW XA
+#define XL_DATA_STD XA
+#define XL_DATA_STBI 0
+#define XL_DATA_STWI 0
+#define XL_DATA_CBITB 0
+#define XL_DATA_SBITB 0
+#define XL_DATA_TBITB 0
+#define XL_DATA_CBITW 0
+#define XL_DATA_SBITW 0
+#define XL_DATA_TBITW 0
+#define XL_BASE_PD XB
+#define XL_BASE_ABS 0
+#define XL_BASE_IDX 0
+#define XL_BASE_R16 XB
+#define XL_MEMBITS(k, m) (XL_DATA_##k | XL_BASE_##m)
+
+static const uint8_t xlat[OP_COUNT] = {
+    ALU_OPS(XL_ALU)
+    [OP_MOVD_I] = XA, [OP_MOVD_R] = XA | XB, [OP_ADDD_I] = XA, [OP_ADDD_R] = XA | XB,
+    [OP_SUBD_I] = XA, [OP_SUBD_R] = XA | XB, [OP_CMPD_I] = XA, [OP_CMPD_R] = XA | XB,
+    [OP_ANDD_I] = XA, [OP_ANDD_R] = XA | XB, [OP_ORD_I] = XA, [OP_ORD_R] = XA | XB,
+    [OP_XORD_I] = XA, [OP_XORD_R] = XA | XB,
+    [OP_MOVXB] = XA | XB, [OP_MOVZB] = XA | XB, [OP_MOVXW] = XA | XB, [OP_MOVZW] = XA | XB,
+    [OP_MULSB] = XA | XB, [OP_MULSW] = XA | XB, [OP_MULUW] = XA | XB,
+    [OP_MACQW] = XA, [OP_MACUW] = XA, [OP_MACSW] = XA,
+    [OP_ASHUB_I] = XA, [OP_ASHUB_R] = XA | XB, [OP_LSHB_I] = XA, [OP_LSHB_R] = XA | XB,
+    [OP_ASHUW_I] = XA, [OP_ASHUW_R] = XA | XB, [OP_LSHW_I] = XA, [OP_LSHW_R] = XA | XB,
+    [OP_ASHUD_I] = XA, [OP_ASHUD_R] = XA | XB, [OP_LSHD_I] = XA, [OP_LSHD_R] = XA | XB,
+    [OP_TBIT_I] = XA, [OP_TBIT_R] = XA | XB, [OP_SCOND] = XA,
+    MEM_KINDS(XL_MEMK)
+    [OP_BEQ0B] = XA, [OP_BNE0B] = XA, [OP_BEQ0W] = XA, [OP_BNE0W] = XA,
+    [OP_BAL] = XA, [OP_JCOND] = XB, [OP_JUMP] = XB, [OP_JUSR] = XB, [OP_JAL] = XA | XB,
+    [OP_LPR] = XB, [OP_LPRD] = XB, [OP_SPR] = XB, [OP_SPRD] = XB,
+};
+
+void cr16_decode(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d)
+{
+    decode_raw(ram, ram_size, pc, d);
+    if (xlat[d->op] & XA)
+        d->a = cr16_regoff[d->a & 15];
+    if (xlat[d->op] & XB)
+        d->b = cr16_regoff[d->b & 15];
 }

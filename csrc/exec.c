@@ -111,7 +111,7 @@ static int preg_read(const struct cr16_cpu *c, unsigned code, int wide, uint32_t
     case 0x6: full = c->car1; break;
     case 0xA: full = c->intbase; break;
     case 0xC: full = c->isp; break;
-    case 0xE: full = (c->psr & CR16_PSR_U) ? c->r[15] : c->sp_bank; break;
+    case 0xE: full = (c->psr & CR16_PSR_U) ? rp_get(c, 15) : c->sp_bank; break;
     default: return -1;
     }
     if (wide) {
@@ -126,8 +126,8 @@ static int preg_read(const struct cr16_cpu *c, unsigned code, int wide, uint32_t
 
 static int preg_write(struct cr16_cpu *c, unsigned code, int wide, uint32_t v)
 {
-    uint32_t *slot;
-    int user = (c->psr & CR16_PSR_U) != 0;
+    uint32_t *slot, cur;
+    int user_sp = (code & ~1u) == 0xE && (c->psr & CR16_PSR_U);
     switch (code) {
     case 0x0: c->dbs = (uint16_t)v; return 0;
     case 0x1: c->dsr = (uint16_t)v; return 0;
@@ -141,20 +141,25 @@ static int preg_write(struct cr16_cpu *c, unsigned code, int wide, uint32_t v)
     case 0x6: slot = &c->car1; break;
     case 0xA: slot = &c->intbase; break;
     case 0xC: slot = &c->isp; break;
-    case 0xE: slot = user ? &c->r[15] : &c->sp_bank; break;
+    case 0xE: slot = &c->sp_bank; break;
     default: return -1;
     }
+    cur = user_sp ? rp_get(c, 15) : *slot;     /* in user mode USP is the live sp */
     if (wide) {
         if (code & 1)
             return -1;
-        *slot = v;
+        cur = v;
     } else if (code & 1) {
-        *slot = (*slot & 0xFFFF) | (v & 0xFFFF) << 16;
+        cur = (cur & 0xFFFF) | (v & 0xFFFF) << 16;
     } else {
-        *slot = (*slot & 0xFFFF0000u) | (v & 0xFFFF);
+        cur = (cur & 0xFFFF0000u) | (v & 0xFFFF);
     }
     if (slot == &c->intbase)
-        c->intbase &= 0x00FFFFFEu;
+        cur &= 0x00FFFFFEu;
+    if (user_sp)
+        rp_set(c, 15, cur);
+    else
+        *slot = cur;
     return 0;
 }
 
@@ -209,13 +214,44 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
     return (entry << 1) & PC_MASK;
 }
 
-/* Register writes of 8/16 bits keep the rest of the 32-bit storage. */
-#define W8(n, v) (c->r[n] = (c->r[n] & ~0xFFu) | ((v) & 0xFFu))
-#define W16(n, v) (c->r[n] = (c->r[n] & 0xFFFF0000u) | ((v) & 0xFFFFu))
+/* Decoded register fields A and B are halfword offsets into h[] (decode.c
+ * translates them), so handlers index h[] directly.  Byte writes keep bits
+ * 15:8; 16-bit writes to r12..sp keep the upper half. */
+static inline uint32_t hp_get(const struct cr16_cpu *c, unsigned o)
+{
+    uint32_t v;
+    memcpy(&v, &c->h[o], 4);
+    return v;
+}
+
+static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
+{
+    memcpy(&c->h[o], &v, 4);
+}
+
+#define W8(o, v) (c->h[o] = (uint16_t)((c->h[o] & 0xFF00u) | ((v) & 0xFFu)))
+#define W16(o, v) (c->h[o] = (uint16_t)(v))
 
 #define FAULT(vec, addr) do { fvec = (vec); faddr = (addr); goto fault; } while (0)
 #define FORCE_CHECK() do { done += chunk_start - chunk; chunk_start = chunk = 0; } while (0)
-#define NEXT() do { pc += len; goto dispatch; } while (0)
+/* Every handler ends in its own copy of the dispatch, so that the host's
+ * branch predictor sees one indirect jump per guest instruction kind.
+ * FETCH runs the entry d; NEXT steps to the following instruction through
+ * the decoded page (a sentinel past the page's end catches the crossing);
+ * DISPATCH looks pc up afresh after a jump. */
+#define FETCH() do {                                                    \
+        if (UNLIKELY(chunk == 0)) goto events;                          \
+        chunk--;                                                        \
+        imm = d->imm; A = d->a; B = d->b; len = d->len;                 \
+        goto *lbl[d->op];                                               \
+    } while (0)
+#define DISPATCH() do {                                                 \
+        dinsn *blk_ = dpage[pc >> CR16_PAGE_BITS];                      \
+        if (UNLIKELY(!blk_)) { if (UNLIKELY(chunk == 0)) goto events; chunk--; goto miss; } \
+        d = &blk_[(pc & (CR16_PAGE_SIZE - 1)) >> 1];                    \
+        FETCH();                                                        \
+    } while (0)
+#define NEXT() do { pc += len; d = (dinsn *)((char *)d + 4 * len); FETCH(); } while (0)
 #define PRIV() do { if (UNLIKELY(c->psr & CR16_PSR_U)) FAULT(CR16_VEC_UND, 0); } while (0)
 
 #define MMIO(a, n, w, val) do {                                         \
@@ -250,10 +286,10 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
         else { MMIO(a_, 4, 1, v_); } } while (0)
 
 /* Effective addresses of the four modes (see cr16_internal.h). */
-#define EA_PD (rp_get(c, B) + imm)
+#define EA_PD (hp_get(c, B) + imm)
 #define EA_ABS (imm)
-#define EA_IDX (c->r[12 + (B >> 4)] + rp_get(c, B & 15) + imm)
-#define EA_R16 ((c->r[B] & 0xFFFF) + imm)
+#define EA_IDX (hp_get(c, 12 + 2 * (B >> 4)) + hp_get(c, B & 15) + imm)
+#define EA_R16 (c->h[B] + imm)
 
 #define BITOP(RD, WR, EA, KIND)                                         \
     { uint32_t ea_ = EA, bv_; RD(ea_, bv_);                               \
@@ -265,10 +301,10 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
 #define MEM_HANDLERS(M)                                                                \
     op_LDB_##M: { uint32_t v; RD8(EA_##M, v); W8(A, v); NEXT(); }                    \
     op_LDW_##M: { uint32_t v; RD16(EA_##M, v); W16(A, v); NEXT(); }                  \
-    op_LDD_##M: { uint32_t v; RD32(EA_##M, v); rp_set(c, A, v); NEXT(); }           \
-    op_STB_##M: { WR8(EA_##M, c->r[A]); NEXT(); }                                    \
-    op_STW_##M: { WR16(EA_##M, c->r[A]); NEXT(); }                                   \
-    op_STD_##M: { WR32(EA_##M, rp_get(c, A)); NEXT(); }                              \
+    op_LDD_##M: { uint32_t v; RD32(EA_##M, v); hp_set(c, A, v); NEXT(); }           \
+    op_STB_##M: { WR8(EA_##M, c->h[A]); NEXT(); }                                    \
+    op_STW_##M: { WR16(EA_##M, c->h[A]); NEXT(); }                                   \
+    op_STD_##M: { WR32(EA_##M, hp_get(c, A)); NEXT(); }                              \
     op_STBI_##M: { WR8(EA_##M, A); NEXT(); }                                         \
     op_STWI_##M: { WR16(EA_##M, A); NEXT(); }                                        \
     op_CBITB_##M: BITOP(RD8, WR8, EA_##M, 0)                                         \
@@ -283,10 +319,10 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
  * (source), ci (carry in) and bits. */
 #define ALU(NAME, SZ, MASK, BITS, WR, FLAGS, RESULT, WRITES)            \
     op_##NAME##SZ##_I: s = imm; goto NAME##SZ##_body;                  \
-    op_##NAME##SZ##_R: s = c->r[B] & MASK;                              \
+    op_##NAME##SZ##_R: s = c->h[B] & MASK;                              \
     NAME##SZ##_body: {                                                  \
         const int bits = BITS;                                          \
-        uint32_t dv = c->r[A] & MASK, ci = c->psr & C_;                 \
+        uint32_t dv = c->h[A] & MASK, ci = c->psr & C_;                 \
         (void)bits; (void)ci; (void)dv;                                 \
         FLAGS;                                                          \
         if (WRITES) WR(A, RESULT);                                      \
@@ -297,7 +333,7 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
     ALU(NAME, W, 0xFFFFu, 16, W16, FLAGS, RESULT, WRITES)
 
 #define BCC_HANDLER(CC) \
-    op_B##CC: if (cond_true(c->psr, OP_B##CC - OP_BEQ)) { pc = (pc + imm) & PC_MASK; goto dispatch; } NEXT();
+    op_B##CC: if (cond_true(c->psr, OP_B##CC - OP_BEQ)) { pc = (pc + imm) & PC_MASK; DISPATCH(); } NEXT();
 
 #define LBL_NAME(n) [OP_##n] = &&op_##n,
 #define LBL_MODE(k, m) [OP_##k##_##m] = &&op_##k##_##m,
@@ -308,7 +344,7 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
 int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
 {
     static const void *const lbl[OP_COUNT] = {
-        LBL_NAME(DECODE) LBL_NAME(UND) LBL_NAME(NOP)
+        LBL_NAME(DECODE) LBL_NAME(PAGEX) LBL_NAME(UND) LBL_NAME(NOP)
         ALU_OPS(LBL_ALU)
         LBL_NAME(MOVD_I) LBL_NAME(MOVD_R) LBL_NAME(ADDD_I) LBL_NAME(ADDD_R)
         LBL_NAME(SUBD_I) LBL_NAME(SUBD_R) LBL_NAME(CMPD_I) LBL_NAME(CMPD_R)
@@ -341,19 +377,10 @@ int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
     unsigned A = 0, B = 0, len = 2;
     int reason = CR16_EXIT_BUDGET, stop_after = 0, fvec = 0;
     dinsn *d = NULL;
+    dinsn **const dpage = c->dpage;
 
     goto events;
 
-dispatch:
-    if (UNLIKELY(chunk == 0))
-        goto events;
-    chunk--;
-    {
-        dinsn *blk = c->dpage[pc >> CR16_PAGE_BITS];
-        if (UNLIKELY(!blk))
-            goto miss;
-        d = &blk[(pc & (CR16_PAGE_SIZE - 1)) >> 1];
-    }
 redispatch:
     /* Copy the fields: a store may wipe this very entry (self-modifying code). */
     imm = d->imm;
@@ -380,6 +407,15 @@ op_DECODE:
         c->codeline[(pc + d->len - 1) >> CR16_LINE_BITS] = 1;
     goto redispatch;
 
+op_PAGEX:   /* stepped off the end of a decoded page */
+    {
+        dinsn *blk = dpage[pc >> CR16_PAGE_BITS];
+        if (UNLIKELY(!blk))
+            goto miss;
+        d = &blk[(pc & (CR16_PAGE_SIZE - 1)) >> 1];
+    }
+    goto redispatch;
+
 op_UND:
     if (A == 1)     /* instruction runs past the end of RAM */
         FAULT(CR16_VEC_IAD, ram_size);
@@ -401,68 +437,68 @@ op_NOP:
     ALU_BOTH(MOV, (void)0, s, 1)
 
     /* ---- 32-bit ALU ---- */
-op_MOVD_I: rp_set(c, A, imm); NEXT();
-op_MOVD_R: rp_set(c, A, rp_get(c, B)); NEXT();
-op_ADDD_R: imm = rp_get(c, B); /* fall through */
+op_MOVD_I: hp_set(c, A, imm); NEXT();
+op_MOVD_R: hp_set(c, A, hp_get(c, B)); NEXT();
+op_ADDD_R: imm = hp_get(c, B); /* fall through */
 op_ADDD_I: {
-        uint32_t dv = rp_get(c, A);
+        uint32_t dv = hp_get(c, A);
         c->psr = flags_add(c->psr, dv, imm, 0, 32);
-        rp_set(c, A, dv + imm);
+        hp_set(c, A, dv + imm);
         NEXT();
     }
-op_SUBD_R: imm = rp_get(c, B); /* fall through */
+op_SUBD_R: imm = hp_get(c, B); /* fall through */
 op_SUBD_I: {
-        uint32_t dv = rp_get(c, A);
+        uint32_t dv = hp_get(c, A);
         c->psr = flags_sub(c->psr, dv, imm, 0, 32);
-        rp_set(c, A, dv - imm);
+        hp_set(c, A, dv - imm);
         NEXT();
     }
-op_CMPD_R: imm = rp_get(c, B); /* fall through */
-op_CMPD_I: c->psr = flags_cmp(c->psr, imm, rp_get(c, A), 32); NEXT();
-op_ANDD_R: imm = rp_get(c, B); /* fall through */
-op_ANDD_I: rp_set(c, A, rp_get(c, A) & imm); NEXT();
-op_ORD_R: imm = rp_get(c, B); /* fall through */
-op_ORD_I: rp_set(c, A, rp_get(c, A) | imm); NEXT();
-op_XORD_R: imm = rp_get(c, B); /* fall through */
-op_XORD_I: rp_set(c, A, rp_get(c, A) ^ imm); NEXT();
+op_CMPD_R: imm = hp_get(c, B); /* fall through */
+op_CMPD_I: c->psr = flags_cmp(c->psr, imm, hp_get(c, A), 32); NEXT();
+op_ANDD_R: imm = hp_get(c, B); /* fall through */
+op_ANDD_I: hp_set(c, A, hp_get(c, A) & imm); NEXT();
+op_ORD_R: imm = hp_get(c, B); /* fall through */
+op_ORD_I: hp_set(c, A, hp_get(c, A) | imm); NEXT();
+op_XORD_R: imm = hp_get(c, B); /* fall through */
+op_XORD_I: hp_set(c, A, hp_get(c, A) ^ imm); NEXT();
 
-op_MOVXB: W16(A, sxt(c->r[B], 8)); NEXT();
-op_MOVZB: W16(A, c->r[B] & 0xFF); NEXT();
-op_MOVXW: rp_set(c, A, sxt(c->r[B], 16)); NEXT();
-op_MOVZW: rp_set(c, A, c->r[B] & 0xFFFF); NEXT();
-op_MULSB: W16(A, (uint32_t)((int32_t)sxt(c->r[B], 8) * (int32_t)sxt(c->r[A], 8))); NEXT();
+op_MOVXB: W16(A, sxt(c->h[B], 8)); NEXT();
+op_MOVZB: W16(A, c->h[B] & 0xFF); NEXT();
+op_MOVXW: hp_set(c, A, sxt(c->h[B], 16)); NEXT();
+op_MOVZW: hp_set(c, A, c->h[B] & 0xFFFF); NEXT();
+op_MULSB: W16(A, (uint32_t)((int32_t)sxt(c->h[B], 8) * (int32_t)sxt(c->h[A], 8))); NEXT();
 op_MULSW:
-    rp_set(c, A, (uint32_t)((int32_t)sxt(c->r[B], 16) * (int32_t)sxt(c->r[A], 16)));
+    hp_set(c, A, (uint32_t)((int32_t)sxt(c->h[B], 16) * (int32_t)sxt(c->h[A], 16)));
     NEXT();
-op_MULUW: rp_set(c, A, (c->r[B] & 0xFFFF) * (c->r[A] & 0xFFFF)); NEXT();
-op_MACUW: rp_set(c, A, rp_get(c, A) + (c->r[B & 15] & 0xFFFF) * (c->r[B >> 4] & 0xFFFF)); NEXT();
+op_MULUW: hp_set(c, A, (c->h[B] & 0xFFFF) * (c->h[A] & 0xFFFF)); NEXT();
+op_MACUW: hp_set(c, A, hp_get(c, A) + (r16_get(c, B & 15) & 0xFFFF) * (r16_get(c, B >> 4) & 0xFFFF)); NEXT();
 op_MACSW:
-    rp_set(c, A, rp_get(c, A) + (uint32_t)((int32_t)sxt(c->r[B & 15], 16) *
-                                           (int32_t)sxt(c->r[B >> 4], 16)));
+    hp_set(c, A, hp_get(c, A) + (uint32_t)((int32_t)sxt(r16_get(c, B & 15), 16) *
+                                           (int32_t)sxt(r16_get(c, B >> 4), 16)));
     NEXT();
 op_MACQW: {
-        int64_t p = 2 * (int64_t)(int32_t)sxt(c->r[B & 15], 16) * (int32_t)sxt(c->r[B >> 4], 16);
+        int64_t p = 2 * (int64_t)(int32_t)sxt(r16_get(c, B & 15), 16) * (int32_t)sxt(r16_get(c, B >> 4), 16);
         p = sat32(p);
-        rp_set(c, A, (uint32_t)sat32((int64_t)(int32_t)rp_get(c, A) + p));
+        hp_set(c, A, (uint32_t)sat32((int64_t)(int32_t)hp_get(c, A) + p));
         NEXT();
     }
 
     /* ---- shifts ---- */
-op_ASHUB_I: W8(A, shift(c->r[A], (int32_t)imm, 8, 1)); NEXT();
-op_ASHUB_R: W8(A, shift(c->r[A], (int32_t)sxt(c->r[B], 4), 8, 1)); NEXT();
-op_LSHB_I: W8(A, shift(c->r[A], (int32_t)imm, 8, 0)); NEXT();
-op_LSHB_R: W8(A, shift(c->r[A], (int32_t)sxt(c->r[B], 4), 8, 0)); NEXT();
-op_ASHUW_I: W16(A, shift(c->r[A], (int32_t)imm, 16, 1)); NEXT();
-op_ASHUW_R: W16(A, shift(c->r[A], (int32_t)sxt(c->r[B], 5), 16, 1)); NEXT();
-op_LSHW_I: W16(A, shift(c->r[A], (int32_t)imm, 16, 0)); NEXT();
-op_LSHW_R: W16(A, shift(c->r[A], (int32_t)sxt(c->r[B], 5), 16, 0)); NEXT();
-op_ASHUD_I: rp_set(c, A, shift(rp_get(c, A), (int32_t)imm, 32, 1)); NEXT();
-op_ASHUD_R: rp_set(c, A, shift(rp_get(c, A), (int32_t)sxt(c->r[B], 6), 32, 1)); NEXT();
-op_LSHD_I: rp_set(c, A, shift(rp_get(c, A), (int32_t)imm, 32, 0)); NEXT();
-op_LSHD_R: rp_set(c, A, shift(rp_get(c, A), (int32_t)sxt(c->r[B], 6), 32, 0)); NEXT();
+op_ASHUB_I: W8(A, shift(c->h[A], (int32_t)imm, 8, 1)); NEXT();
+op_ASHUB_R: W8(A, shift(c->h[A], (int32_t)sxt(c->h[B], 4), 8, 1)); NEXT();
+op_LSHB_I: W8(A, shift(c->h[A], (int32_t)imm, 8, 0)); NEXT();
+op_LSHB_R: W8(A, shift(c->h[A], (int32_t)sxt(c->h[B], 4), 8, 0)); NEXT();
+op_ASHUW_I: W16(A, shift(c->h[A], (int32_t)imm, 16, 1)); NEXT();
+op_ASHUW_R: W16(A, shift(c->h[A], (int32_t)sxt(c->h[B], 5), 16, 1)); NEXT();
+op_LSHW_I: W16(A, shift(c->h[A], (int32_t)imm, 16, 0)); NEXT();
+op_LSHW_R: W16(A, shift(c->h[A], (int32_t)sxt(c->h[B], 5), 16, 0)); NEXT();
+op_ASHUD_I: hp_set(c, A, shift(hp_get(c, A), (int32_t)imm, 32, 1)); NEXT();
+op_ASHUD_R: hp_set(c, A, shift(hp_get(c, A), (int32_t)sxt(c->h[B], 6), 32, 1)); NEXT();
+op_LSHD_I: hp_set(c, A, shift(hp_get(c, A), (int32_t)imm, 32, 0)); NEXT();
+op_LSHD_R: hp_set(c, A, shift(hp_get(c, A), (int32_t)sxt(c->h[B], 6), 32, 0)); NEXT();
 
-op_TBIT_I: c->psr = (uint16_t)((c->psr & ~F_) | ((c->r[A] >> B) & 1) << 5); NEXT();
-op_TBIT_R: c->psr = (uint16_t)((c->psr & ~F_) | ((c->r[A] >> (c->r[B] & 15)) & 1) << 5); NEXT();
+op_TBIT_I: c->psr = (uint16_t)((c->psr & ~F_) | ((c->h[A] >> B) & 1) << 5); NEXT();
+op_TBIT_R: c->psr = (uint16_t)((c->psr & ~F_) | ((c->h[A] >> (c->h[B] & 15)) & 1) << 5); NEXT();
 op_SCOND: W16(A, cond_true(c->psr, B)); NEXT();
 
     /* ---- loads, stores, bit operations on memory ---- */
@@ -473,56 +509,56 @@ op_SCOND: W16(A, cond_true(c->psr, B)); NEXT();
 
     /* ---- control transfer ---- */
     CONDS(BCC_HANDLER)
-op_BR: pc = (pc + imm) & PC_MASK; goto dispatch;
-op_BEQ0B: if ((c->r[A] & 0xFF) == 0) { pc += imm; goto dispatch; } NEXT();
-op_BNE0B: if ((c->r[A] & 0xFF) != 0) { pc += imm; goto dispatch; } NEXT();
-op_BEQ0W: if ((c->r[A] & 0xFFFF) == 0) { pc += imm; goto dispatch; } NEXT();
-op_BNE0W: if ((c->r[A] & 0xFFFF) != 0) { pc += imm; goto dispatch; } NEXT();
-op_BAL: rp_set(c, A, (pc + len) >> 1); pc = (pc + imm) & PC_MASK; goto dispatch;
+op_BR: pc = (pc + imm) & PC_MASK; DISPATCH();
+op_BEQ0B: if ((c->h[A] & 0xFF) == 0) { pc += imm; DISPATCH(); } NEXT();
+op_BNE0B: if ((c->h[A] & 0xFF) != 0) { pc += imm; DISPATCH(); } NEXT();
+op_BEQ0W: if ((c->h[A] & 0xFFFF) == 0) { pc += imm; DISPATCH(); } NEXT();
+op_BNE0W: if ((c->h[A] & 0xFFFF) != 0) { pc += imm; DISPATCH(); } NEXT();
+op_BAL: hp_set(c, A, (pc + len) >> 1); pc = (pc + imm) & PC_MASK; DISPATCH();
 op_JCOND:
-    if (cond_true(c->psr, A)) { pc = (rp_get(c, B) << 1) & PC_MASK; goto dispatch; }
+    if (cond_true(c->psr, A)) { pc = (hp_get(c, B) << 1) & PC_MASK; DISPATCH(); }
     NEXT();
-op_JUMP: pc = (rp_get(c, B) << 1) & PC_MASK; goto dispatch;
+op_JUMP: pc = (hp_get(c, B) << 1) & PC_MASK; DISPATCH();
 op_JUSR:
-    pc = (rp_get(c, B) << 1) & PC_MASK;
+    pc = (hp_get(c, B) << 1) & PC_MASK;
     cr16_set_psr(c, c->psr | CR16_PSR_U);
-    goto dispatch;
+    DISPATCH();
 op_JAL: {
-        uint32_t t = rp_get(c, B);
-        rp_set(c, A, (pc + len) >> 1);
+        uint32_t t = hp_get(c, B);
+        hp_set(c, A, (pc + len) >> 1);
         pc = (t << 1) & PC_MASK;
-        goto dispatch;
+        DISPATCH();
     }
 
     /* ---- stack and multiple transfers ---- */
 op_PUSH: {
-        uint32_t sp = c->r[15], w = 2 * B + (imm ? 4 : 0), p = sp - w, left = B;
+        uint32_t sp = rp_get(c, 15), w = 2 * B + (imm ? 4 : 0), p = sp - w, left = B;
         for (unsigned i = A; left && i < 16; i++) {
             if (i < 12 || left == 1) {
-                WR16(p, c->r[i]);
+                WR16(p, r16_get(c, i));
                 p += 2;
                 left--;
             } else {
-                WR32(p, c->r[i]);
+                WR32(p, rp_get(c, i));
                 p += 4;
                 left -= 2;
             }
         }
         if (imm)
-            WR32(sp - 4, c->r[14]);
-        c->r[15] = sp - w;
+            WR32(sp - 4, rp_get(c, 14));
+        rp_set(c, 15, sp - w);
         NEXT();
     }
 op_POP: s = 0; goto pop_common;
 op_POPRET: s = 1;
 pop_common: {
-        uint32_t sp = c->r[15], p = sp, left = B, val[16], ra = c->r[14];
+        uint32_t sp = rp_get(c, 15), p = sp, left = B, val[16], ra = rp_get(c, 14);
+        uint8_t half[16];
         unsigned i, end;
         for (i = A; left && i < 16; i++) {
-            if (i < 12 || left == 1) {
-                uint32_t v;
-                RD16(p, v);
-                val[i] = i < 12 ? v : (c->r[i] & 0xFFFF0000u) | v;
+            half[i] = i < 12 || left == 1;
+            if (half[i]) {
+                RD16(p, val[i]);
                 p += 2;
                 left--;
             } else {
@@ -534,24 +570,28 @@ pop_common: {
         end = i;
         if (imm)
             RD32(sp + 2 * B, ra);
-        for (i = A; i < end; i++)
-            c->r[i] = val[i];
+        for (i = A; i < end; i++) {
+            if (half[i])
+                r16_set(c, i, val[i]);
+            else
+                rp_set(c, i, val[i]);
+        }
         if (imm)
-            c->r[14] = ra;
-        c->r[15] = sp + 2 * B + (imm ? 4 : 0);
+            rp_set(c, 14, ra);
+        rp_set(c, 15, sp + 2 * B + (imm ? 4 : 0));
         if (s) {
-            pc = (c->r[14] << 1) & PC_MASK;
-            goto dispatch;
+            pc = (rp_get(c, 14) << 1) & PC_MASK;
+            DISPATCH();
         }
         NEXT();
     }
 op_LOADM: imm |= 0x100; /* fall through: bit 8 = 16-bit address in r0 */
 op_LOADMP: {
-        uint32_t n = imm & 0xFF, p = (imm & 0x100) ? (c->r[0] & 0xFFFF) : rp_get(c, 0), val[8];
+        uint32_t n = imm & 0xFF, p = (imm & 0x100) ? (r16_get(c, 0) & 0xFFFF) : rp_get(c, 0), val[8];
         for (uint32_t i = 0; i < n; i++, p += 2)
             RD16(p, val[i]);
         for (uint32_t i = 0; i < n; i++)
-            c->r[mlist[i]] = val[i];
+            r16_set(c, mlist[i], val[i]);
         if (imm & 0x100)
             W16(0, p);
         else
@@ -560,9 +600,9 @@ op_LOADMP: {
     }
 op_STORM: imm |= 0x100; /* fall through: bit 8 = 16-bit address in r1 */
 op_STORMP: {
-        uint32_t n = imm & 0xFF, p = (imm & 0x100) ? (c->r[1] & 0xFFFF) : rp_get(c, 6);
+        uint32_t n = imm & 0xFF, p = (imm & 0x100) ? (r16_get(c, 1) & 0xFFFF) : rp_get(c, 6);
         for (uint32_t i = 0; i < n; i++, p += 2)
-            WR16(p, c->r[mlist[i]]);
+            WR16(p, r16_get(c, mlist[i]));
         if (imm & 0x100)
             W16(1, p);
         else
@@ -573,13 +613,13 @@ op_STORMP: {
     /* ---- processor registers and system ---- */
 op_LPR:
     PRIV();
-    if (preg_write(c, A, 0, c->r[B]) < 0)
+    if (preg_write(c, A, 0, c->h[B]) < 0)
         FAULT(CR16_VEC_UND, 0);
     FORCE_CHECK();
     NEXT();
 op_LPRD:
     PRIV();
-    if (preg_write(c, A, 1, rp_get(c, B)) < 0)
+    if (preg_write(c, A, 1, hp_get(c, B)) < 0)
         FAULT(CR16_VEC_UND, 0);
     FORCE_CHECK();
     NEXT();
@@ -594,7 +634,7 @@ op_SPRD: {
         uint32_t v;
         if (preg_read(c, A, 1, &v) < 0)
             FAULT(CR16_VEC_UND, 0);
-        rp_set(c, B, v);
+        hp_set(c, B, v);
         NEXT();
     }
 op_DI: PRIV(); c->psr &= ~CR16_PSR_E; NEXT();
@@ -614,7 +654,7 @@ op_RETX: {
         pc = (ret << 1) & PC_MASK;
         cr16_set_psr(c, psr);
         FORCE_CHECK();
-        goto dispatch;
+        DISPATCH();
     }
 op_EXCP:
     if (A == CR16_VEC_SVC && c->svc_host) {
@@ -636,7 +676,7 @@ op_EXCP:
             FAULT((int)A, 0);
         pc = (uint32_t)h;
         FORCE_CHECK();
-        goto dispatch;
+        DISPATCH();
     }
 
 fault:
@@ -710,7 +750,7 @@ events:
         c->psr |= CR16_PSR_P;
     }
     chunk_start = chunk;
-    goto dispatch;
+    DISPATCH();
 
 out:
     done += chunk_start - chunk;

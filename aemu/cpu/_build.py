@@ -63,7 +63,7 @@ ffibuilder.set_source(
     '#include "cr16.h"',
     sources=[str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.c"))],
     include_dirs=[str(CSRC.relative_to(ROOT))],
-    extra_compile_args=["-std=c11", "-O2", "-fno-strict-aliasing", "-Wall", "-Wextra",
+    extra_compile_args=["-std=c11", "-O2", "-fno-gcse", "-fno-crossjumping", "-Wall", "-Wextra",
                         "-Wno-unused-parameter"],
 )
 
