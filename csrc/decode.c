@@ -360,7 +360,9 @@ static void decode_raw(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn
         int op = (lo == 0x18 ? lop : sop)[sub];
         if (!op) UND();
         uint32_t f = ((p1 >> 8) & 0xF) << 16 | p2;
-        set(d, op, (p1 >> 4) & 0xF, p1 & 0xF, f - 0x100000u, 6);
+        /* A signed 20-bit displacement: gas emits this form for positive
+         * disp20(reg16) operands too, so "field - 0x100000" would break them. */
+        set(d, op, (p1 >> 4) & 0xF, p1 & 0xF, sx(f, 20), 6);
         return;
     }
     default:
