@@ -21,10 +21,10 @@
 /* A predecoded instruction: 8 bytes, one per 16-bit parcel address.  An
  * all-zero entry (op = OP_DECODE) means "not decoded yet". */
 typedef struct {
-    uint32_t imm;   /* immediate, displacement, absolute address or count */
+    uint32_t val;   /* immediate, displacement, absolute address or count */
     uint8_t op;     /* handler (enum below) */
-    uint8_t a, b;   /* operand fields, meaning depends on op */
-    uint8_t len;    /* instruction length in bytes: 2, 4 or 6 */
+    uint8_t fa, fb; /* operand fields, meaning depends on op */
+    uint8_t size;   /* instruction length in bytes: 2, 4 or 6 */
 } dinsn;
 
 /* Addressing modes of loads, stores and bit instructions:
@@ -95,7 +95,8 @@ struct cr16_cpu {
     int irq;                   /* raised maskable vector, 0 = none */
     int nmi;                   /* NMI edge latched */
     _Atomic int stop_req;
-    int attention;             /* state changed outside an instruction */
+    int smc_pending;           /* guest stores hit predecoded code ... */
+    uint32_t smc_lo, smc_hi;   /* ... in [smc_lo, smc_hi): dropped between instructions */
     /* debug registers: stored only */
     uint16_t dbs, dsr;
     uint32_t dcr, car0, car1;

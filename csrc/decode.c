@@ -38,10 +38,10 @@ static inline uint32_t disp14(uint32_t p0, uint32_t p1)
 static inline void set(dinsn *d, int op, unsigned a, unsigned b, uint32_t imm, int len)
 {
     d->op = (uint8_t)op;
-    d->a = (uint8_t)a;
-    d->b = (uint8_t)b;
-    d->imm = imm;
-    d->len = (uint8_t)len;
+    d->fa = (uint8_t)a;
+    d->fb = (uint8_t)b;
+    d->val = imm;
+    d->size = (uint8_t)len;
 }
 
 #define UND() do { set(d, OP_UND, 0, 0, 0, 2); return; } while (0)
@@ -441,7 +441,7 @@ void cr16_decode(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d)
 {
     decode_raw(ram, ram_size, pc, d);
     if (xlat[d->op] & XA)
-        d->a = cr16_regoff[d->a & 15];
+        d->fa = cr16_regoff[d->fa & 15];
     if (xlat[d->op] & XB)
-        d->b = cr16_regoff[d->b & 15];
+        d->fb = cr16_regoff[d->fb & 15];
 }

@@ -44,12 +44,12 @@ static inline uint16_t flags_sub(uint16_t psr, uint32_t dst, uint32_t src, uint3
     return (uint16_t)((psr & ~(C_ | F_)) | borrow | ovf << 5);
 }
 
-/* Z, N, L of "compare src (first operand) with dst (second)". */
+/* Z, N, L of "compare src (first operand) with dst (second)".  Signed order
+ * is unsigned order flipped when the signs differ. */
 static inline uint16_t flags_cmp(uint16_t psr, uint32_t src, uint32_t dst, int bits)
 {
-    int32_t ss = (int32_t)sxt(src, bits), sd = (int32_t)sxt(dst, bits);
-    return (uint16_t)((psr & ~(Z_ | N_ | L_)) | (src == dst ? Z_ : 0) | (ss > sd ? N_ : 0) |
-                      (src > dst ? L_ : 0));
+    uint32_t l = src > dst, z = src == dst, n = l ^ (((src ^ dst) >> (bits - 1)) & 1);
+    return (uint16_t)((psr & ~(Z_ | N_ | L_)) | z << 6 | n << 7 | l << 2);
 }
 
 static inline int cond_true(uint16_t p, unsigned cc)
@@ -163,12 +163,39 @@ static int preg_write(struct cr16_cpu *c, unsigned code, int wide, uint32_t v)
     return 0;
 }
 
-static inline void mark_store(struct cr16_cpu *c, uint32_t a, uint32_t n)
+/* A store into predecoded code is only noted here: the decoded entries are
+ * dropped between instructions (events), so the running instruction's entry
+ * stays intact while it executes.  Returns 1 when the caller must make the
+ * loop reach events before the next instruction. */
+static void note_code_write(struct cr16_cpu *c, uint32_t a, uint32_t n)
+{
+    if (!c->smc_pending) {
+        c->smc_lo = a;
+        c->smc_hi = a + n;
+        c->smc_pending = 1;
+    } else {
+        if (a < c->smc_lo) c->smc_lo = a;
+        if (a + n > c->smc_hi) c->smc_hi = a + n;
+    }
+}
+
+static inline int mark_store(struct cr16_cpu *c, uint32_t a, uint32_t n)
 {
     c->dirty[a >> CR16_PAGE_BITS] = 1;
     c->dirty[(a + n - 1) >> CR16_PAGE_BITS] = 1;
-    if (UNLIKELY(c->codeline[a >> CR16_LINE_BITS] | c->codeline[(a + n - 1) >> CR16_LINE_BITS]))
-        cr16_code_written(c, a, n);
+    if (UNLIKELY(c->codeline[a >> CR16_LINE_BITS] | c->codeline[(a + n - 1) >> CR16_LINE_BITS])) {
+        note_code_write(c, a, n);
+        return 1;
+    }
+    return 0;
+}
+
+static void drop_written_code(struct cr16_cpu *c)
+{
+    if (c->smc_pending) {
+        c->smc_pending = 0;
+        cr16_code_written(c, c->smc_lo, c->smc_hi - c->smc_lo);
+    }
 }
 
 /* Take exception `vec` with return address `ret`.  Returns the handler's pc,
@@ -242,7 +269,6 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
 #define FETCH() do {                                                    \
         if (UNLIKELY(chunk == 0)) goto events;                          \
         chunk--;                                                        \
-        imm = d->imm; A = d->a; B = d->b; len = d->len;                 \
         goto *lbl[d->op];                                               \
     } while (0)
 #define DISPATCH() do {                                                 \
@@ -252,6 +278,17 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
         FETCH();                                                        \
     } while (0)
 #define NEXT() do { pc += len; d = (dinsn *)((char *)d + 4 * len); FETCH(); } while (0)
+/* A pc-relative jump by `disp`: on the same page, step d instead of a lookup. */
+#define JUMP_REL(disp) do {                                             \
+        uint32_t npc_ = (pc + (disp)) & PC_MASK;                        \
+        if (((npc_ ^ pc) >> CR16_PAGE_BITS) == 0) {                     \
+            d = (dinsn *)((char *)d + 4 * (int32_t)(npc_ - pc));        \
+            pc = npc_;                                                  \
+            FETCH();                                                    \
+        }                                                               \
+        pc = npc_;                                                      \
+        DISPATCH();                                                     \
+    } while (0)
 #define PRIV() do { if (UNLIKELY(c->psr & CR16_PSR_U)) FAULT(CR16_VEC_UND, 0); } while (0)
 
 #define MMIO(a, n, w, val) do {                                         \
@@ -273,16 +310,16 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
         else { uint32_t v_ = 0; MMIO(a_, 4, 0, v_); dst = v_; } } while (0)
 
 #define WR8(addr, val) do { uint32_t a_ = (addr), v_ = (val);                       \
-        if (LIKELY(a_ < ram_size)) { ram[a_] = (uint8_t)v_; mark_store(c, a_, 1); } \
+        if (LIKELY(a_ < ram_size)) { ram[a_] = (uint8_t)v_; if (UNLIKELY(mark_store(c, a_, 1))) FORCE_CHECK(); } \
         else { v_ &= 0xFF; MMIO(a_, 1, 1, v_); } } while (0)
 #define WR16(addr, val) do { uint32_t a_ = (addr), v_ = (val);                      \
         if (LIKELY(a_ < lim16)) { ram[a_] = (uint8_t)v_; ram[a_ + 1] = (uint8_t)(v_ >> 8); \
-            mark_store(c, a_, 2); }                                                 \
+            if (UNLIKELY(mark_store(c, a_, 2))) FORCE_CHECK(); }                                                 \
         else { v_ &= 0xFFFF; MMIO(a_, 2, 1, v_); } } while (0)
 #define WR32(addr, val) do { uint32_t a_ = (addr), v_ = (val);                      \
         if (LIKELY(a_ < lim32)) { ram[a_] = (uint8_t)v_; ram[a_ + 1] = (uint8_t)(v_ >> 8); \
             ram[a_ + 2] = (uint8_t)(v_ >> 16); ram[a_ + 3] = (uint8_t)(v_ >> 24);  \
-            mark_store(c, a_, 4); }                                                 \
+            if (UNLIKELY(mark_store(c, a_, 4))) FORCE_CHECK(); }                                                 \
         else { MMIO(a_, 4, 1, v_); } } while (0)
 
 /* Effective addresses of the four modes (see cr16_internal.h). */
@@ -333,13 +370,20 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
     ALU(NAME, W, 0xFFFFu, 16, W16, FLAGS, RESULT, WRITES)
 
 #define BCC_HANDLER(CC) \
-    op_B##CC: if (cond_true(c->psr, OP_B##CC - OP_BEQ)) { pc = (pc + imm) & PC_MASK; DISPATCH(); } NEXT();
+    op_B##CC: if (cond_true(c->psr, OP_B##CC - OP_BEQ)) JUMP_REL(imm); NEXT();
 
 #define LBL_NAME(n) [OP_##n] = &&op_##n,
 #define LBL_MODE(k, m) [OP_##k##_##m] = &&op_##k##_##m,
 #define LBL_ALU(n) ALU_VARIANTS(LBL_NAME, n)
 #define LBL_MEMK(k) MODES(LBL_MODE, k)
 #define LBL_BCC(cc) [OP_B##cc] = &&op_B##cc,
+
+/* Handlers read their operands straight from the entry d (stable for the
+ * whole instruction, see note_code_write). */
+#define imm (d->val)
+#define A ((unsigned)d->fa)
+#define B ((unsigned)d->fb)
+#define len ((unsigned)d->size)
 
 int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
 {
@@ -373,8 +417,7 @@ int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
     const uint32_t ram_size = c->ram_size, lim16 = ram_size - 1, lim32 = ram_size - 3;
     uint64_t done = 0;
     uint32_t chunk_start = 0, chunk = 0;
-    uint32_t pc = c->pc, imm = 0, s = 0, faddr = 0;
-    unsigned A = 0, B = 0, len = 2;
+    uint32_t pc = c->pc, s = 0, faddr = 0;
     int reason = CR16_EXIT_BUDGET, stop_after = 0, fvec = 0;
     dinsn *d = NULL;
     dinsn **const dpage = c->dpage;
@@ -382,11 +425,6 @@ int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
     goto events;
 
 redispatch:
-    /* Copy the fields: a store may wipe this very entry (self-modifying code). */
-    imm = d->imm;
-    A = d->a;
-    B = d->b;
-    len = d->len;
     goto *lbl[d->op];
 
 miss:
@@ -403,8 +441,8 @@ miss:
 op_DECODE:
     cr16_decode(ram, ram_size, pc, d);
     c->codeline[pc >> CR16_LINE_BITS] = 1;
-    if (((pc + d->len - 1) >> CR16_LINE_BITS) < ((ram_size + 63) >> CR16_LINE_BITS))
-        c->codeline[(pc + d->len - 1) >> CR16_LINE_BITS] = 1;
+    if (((pc + d->size - 1) >> CR16_LINE_BITS) < ((ram_size + 63) >> CR16_LINE_BITS))
+        c->codeline[(pc + d->size - 1) >> CR16_LINE_BITS] = 1;
     goto redispatch;
 
 op_PAGEX:   /* stepped off the end of a decoded page */
@@ -439,28 +477,34 @@ op_NOP:
     /* ---- 32-bit ALU ---- */
 op_MOVD_I: hp_set(c, A, imm); NEXT();
 op_MOVD_R: hp_set(c, A, hp_get(c, B)); NEXT();
-op_ADDD_R: imm = hp_get(c, B); /* fall through */
-op_ADDD_I: {
+op_ADDD_R: s = hp_get(c, B); goto addd_body;
+op_ADDD_I: s = imm;
+addd_body: {
         uint32_t dv = hp_get(c, A);
-        c->psr = flags_add(c->psr, dv, imm, 0, 32);
-        hp_set(c, A, dv + imm);
+        c->psr = flags_add(c->psr, dv, s, 0, 32);
+        hp_set(c, A, dv + s);
         NEXT();
     }
-op_SUBD_R: imm = hp_get(c, B); /* fall through */
-op_SUBD_I: {
+op_SUBD_R: s = hp_get(c, B); goto subd_body;
+op_SUBD_I: s = imm;
+subd_body: {
         uint32_t dv = hp_get(c, A);
-        c->psr = flags_sub(c->psr, dv, imm, 0, 32);
-        hp_set(c, A, dv - imm);
+        c->psr = flags_sub(c->psr, dv, s, 0, 32);
+        hp_set(c, A, dv - s);
         NEXT();
     }
-op_CMPD_R: imm = hp_get(c, B); /* fall through */
-op_CMPD_I: c->psr = flags_cmp(c->psr, imm, hp_get(c, A), 32); NEXT();
-op_ANDD_R: imm = hp_get(c, B); /* fall through */
-op_ANDD_I: hp_set(c, A, hp_get(c, A) & imm); NEXT();
-op_ORD_R: imm = hp_get(c, B); /* fall through */
-op_ORD_I: hp_set(c, A, hp_get(c, A) | imm); NEXT();
-op_XORD_R: imm = hp_get(c, B); /* fall through */
-op_XORD_I: hp_set(c, A, hp_get(c, A) ^ imm); NEXT();
+op_CMPD_R: s = hp_get(c, B); goto cmpd_body;
+op_CMPD_I: s = imm;
+cmpd_body: c->psr = flags_cmp(c->psr, s, hp_get(c, A), 32); NEXT();
+op_ANDD_R: s = hp_get(c, B); goto andd_body;
+op_ANDD_I: s = imm;
+andd_body: hp_set(c, A, hp_get(c, A) & s); NEXT();
+op_ORD_R: s = hp_get(c, B); goto ord_body;
+op_ORD_I: s = imm;
+ord_body: hp_set(c, A, hp_get(c, A) | s); NEXT();
+op_XORD_R: s = hp_get(c, B); goto xord_body;
+op_XORD_I: s = imm;
+xord_body: hp_set(c, A, hp_get(c, A) ^ s); NEXT();
 
 op_MOVXB: W16(A, sxt(c->h[B], 8)); NEXT();
 op_MOVZB: W16(A, c->h[B] & 0xFF); NEXT();
@@ -509,11 +553,11 @@ op_SCOND: W16(A, cond_true(c->psr, B)); NEXT();
 
     /* ---- control transfer ---- */
     CONDS(BCC_HANDLER)
-op_BR: pc = (pc + imm) & PC_MASK; DISPATCH();
-op_BEQ0B: if ((c->h[A] & 0xFF) == 0) { pc += imm; DISPATCH(); } NEXT();
-op_BNE0B: if ((c->h[A] & 0xFF) != 0) { pc += imm; DISPATCH(); } NEXT();
-op_BEQ0W: if ((c->h[A] & 0xFFFF) == 0) { pc += imm; DISPATCH(); } NEXT();
-op_BNE0W: if ((c->h[A] & 0xFFFF) != 0) { pc += imm; DISPATCH(); } NEXT();
+op_BR: JUMP_REL(imm);
+op_BEQ0B: if ((c->h[A] & 0xFF) == 0) JUMP_REL(imm); NEXT();
+op_BNE0B: if ((c->h[A] & 0xFF) != 0) JUMP_REL(imm); NEXT();
+op_BEQ0W: if ((c->h[A] & 0xFFFF) == 0) JUMP_REL(imm); NEXT();
+op_BNE0W: if ((c->h[A] & 0xFFFF) != 0) JUMP_REL(imm); NEXT();
 op_BAL: hp_set(c, A, (pc + len) >> 1); pc = (pc + imm) & PC_MASK; DISPATCH();
 op_JCOND:
     if (cond_true(c->psr, A)) { pc = (hp_get(c, B) << 1) & PC_MASK; DISPATCH(); }
@@ -585,25 +629,27 @@ pop_common: {
         }
         NEXT();
     }
-op_LOADM: imm |= 0x100; /* fall through: bit 8 = 16-bit address in r0 */
-op_LOADMP: {
-        uint32_t n = imm & 0xFF, p = (imm & 0x100) ? (r16_get(c, 0) & 0xFFFF) : rp_get(c, 0), val[8];
+op_LOADM: s = imm | 0x100; goto loadm_body;   /* bit 8: 16-bit address in r0 */
+op_LOADMP: s = imm;
+loadm_body: {
+        uint32_t n = s & 0xFF, p = (s & 0x100) ? (r16_get(c, 0) & 0xFFFF) : rp_get(c, 0), val[8];
         for (uint32_t i = 0; i < n; i++, p += 2)
             RD16(p, val[i]);
         for (uint32_t i = 0; i < n; i++)
             r16_set(c, mlist[i], val[i]);
-        if (imm & 0x100)
+        if (s & 0x100)
             W16(0, p);
         else
             rp_set(c, 0, p);
         NEXT();
     }
-op_STORM: imm |= 0x100; /* fall through: bit 8 = 16-bit address in r1 */
-op_STORMP: {
-        uint32_t n = imm & 0xFF, p = (imm & 0x100) ? (r16_get(c, 1) & 0xFFFF) : rp_get(c, 6);
+op_STORM: s = imm | 0x100; goto storm_body;   /* bit 8: 16-bit address in r1 */
+op_STORMP: s = imm;
+storm_body: {
+        uint32_t n = s & 0xFF, p = (s & 0x100) ? (r16_get(c, 1) & 0xFFFF) : rp_get(c, 6);
         for (uint32_t i = 0; i < n; i++, p += 2)
             WR16(p, r16_get(c, mlist[i]));
-        if (imm & 0x100)
+        if (s & 0x100)
             W16(1, p);
         else
             rp_set(c, 6, p);
@@ -744,6 +790,7 @@ events:
         reason = CR16_EXIT_BUDGET;
         goto out;
     }
+    drop_written_code(c);
     chunk = budget - done > CHUNK ? CHUNK : (uint32_t)(budget - done);
     if (c->psr & CR16_PSR_T) {
         chunk = 1;
@@ -753,9 +800,15 @@ events:
     DISPATCH();
 
 out:
+    drop_written_code(c);
     done += chunk_start - chunk;
     c->pc = pc;
     c->insns += done;
     *executed = done;
     return reason;
 }
+
+#undef imm
+#undef A
+#undef B
+#undef len
