@@ -54,6 +54,7 @@ void cr16_reset(struct cr16_cpu *c)
     memset(c->h, 0, sizeof(c->h));
     c->pc = 0;
     c->psr = 0;
+    c->znl_lazy = 0;
     c->cfg = 0;
     c->isp = c->intbase = c->sp_bank = 0;
     c->dbs = c->dsr = 0;
@@ -70,6 +71,7 @@ uint32_t cr16_ram_size(const struct cr16_cpu *c) { return c->ram_size; }
 void cr16_set_psr(struct cr16_cpu *c, uint32_t v)
 {
     v &= CR16_PSR_MASK;
+    c->znl_lazy = 0;
     if ((v ^ c->psr) & CR16_PSR_U) {   /* switch stack-pointer banks */
         uint32_t t = rp_get(c, 15);
         rp_set(c, 15, c->sp_bank);
@@ -88,7 +90,7 @@ void cr16_get_regs(const struct cr16_cpu *c, struct cr16_regs *o)
     o->usp = user ? rp_get(c, 15) : c->sp_bank;
     o->ssp = user ? c->sp_bank : rp_get(c, 15);
     o->intbase = c->intbase;
-    o->psr = c->psr;
+    o->psr = psr_value(c);
     o->cfg = c->cfg;
     o->dbs = c->dbs;
     o->dsr = c->dsr;
@@ -109,6 +111,7 @@ void cr16_set_regs(struct cr16_cpu *c, const struct cr16_regs *in)
     c->isp = in->isp;
     c->intbase = in->intbase & 0x00FFFFFEu;
     c->psr = in->psr & CR16_PSR_MASK;
+    c->znl_lazy = 0;
     /* r[15] is the current bank; the other one comes from usp/ssp */
     c->sp_bank = user ? in->ssp : in->usp;
     c->cfg = in->cfg;

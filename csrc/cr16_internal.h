@@ -80,6 +80,11 @@ struct cr16_cpu {
     uint16_t h[20];
     uint32_t pc;
     uint16_t psr, cfg;
+    /* Z, N and L are computed lazily: while znl_lazy is set they are not in
+     * psr but follow from the last compare's operands, shifted to the top
+     * of 32 bits so that one unsigned and one signed compare give L and N. */
+    int znl_lazy;
+    uint32_t cmp_s, cmp_d;
     uint32_t isp, intbase;
     uint32_t sp_bank;          /* the inactive stack pointer: USP in supervisor
                                   mode, the supervisor SP in user mode */
@@ -110,6 +115,24 @@ struct cr16_cpu {
     int nmmio;
     struct mmio_window mmio[CR16_MAX_MMIO];
 };
+
+/* The whole PSR, with Z, N and L worked out if they are pending. */
+static inline uint16_t psr_value(const struct cr16_cpu *c)
+{
+    uint32_t s = c->cmp_s, d = c->cmp_d;
+    if (!c->znl_lazy)
+        return c->psr;
+    return (uint16_t)((c->psr & ~(CR16_PSR_Z | CR16_PSR_N | CR16_PSR_L)) |
+                      (s == d ? CR16_PSR_Z : 0) | ((int32_t)s > (int32_t)d ? CR16_PSR_N : 0) |
+                      (s > d ? CR16_PSR_L : 0));
+}
+
+/* Put Z, N, L into psr (before anything reads or saves psr as a whole). */
+static inline void znl_materialize(struct cr16_cpu *c)
+{
+    c->psr = psr_value(c);
+    c->znl_lazy = 0;
+}
 
 /* decode.c */
 void cr16_decode(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d);

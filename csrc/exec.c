@@ -44,16 +44,51 @@ static inline uint16_t flags_sub(uint16_t psr, uint32_t dst, uint32_t src, uint3
     return (uint16_t)((psr & ~(C_ | F_)) | borrow | ovf << 5);
 }
 
-/* Z, N, L of "compare src (first operand) with dst (second)".  Signed order
- * is unsigned order flipped when the signs differ. */
-static inline uint16_t flags_cmp(uint16_t psr, uint32_t src, uint32_t dst, int bits)
+/* The same without a carry in, where the host's flags do the work. */
+#define ADD_SUB_CF(NAME, OP, T, ST)                                              \
+    static inline uint16_t NAME(uint16_t psr, uint32_t dst, uint32_t src)       \
+    {                                                                            \
+        T r; ST sr;                                                              \
+        unsigned cf = __builtin_##OP##_overflow((T)dst, (T)src, &r);             \
+        unsigned of = __builtin_##OP##_overflow((ST)(T)dst, (ST)(T)src, &sr);    \
+        return (uint16_t)((psr & ~(C_ | F_)) | cf | of << 5);                    \
+    }
+ADD_SUB_CF(add_cf8, add, uint8_t, int8_t)
+ADD_SUB_CF(add_cf16, add, uint16_t, int16_t)
+ADD_SUB_CF(add_cf32, add, uint32_t, int32_t)
+ADD_SUB_CF(sub_cf8, sub, uint8_t, int8_t)
+ADD_SUB_CF(sub_cf16, sub, uint16_t, int16_t)
+ADD_SUB_CF(sub_cf32, sub, uint32_t, int32_t)
+
+/* Compare src (first operand) with dst (second) in `bits` bits: record the
+ * operands, shifted to the top of the word, for Z/N/L on demand. */
+static inline void compare(struct cr16_cpu *c, uint32_t src, uint32_t dst, int bits)
 {
-    uint32_t l = src > dst, z = src == dst, n = l ^ (((src ^ dst) >> (bits - 1)) & 1);
-    return (uint16_t)((psr & ~(Z_ | N_ | L_)) | z << 6 | n << 7 | l << 2);
+    c->cmp_s = src << (32 - bits);
+    c->cmp_d = dst << (32 - bits);
+    c->znl_lazy = 1;
 }
 
-static inline int cond_true(uint16_t p, unsigned cc)
+/* Condition cc (cr16c-isa.md 5): "first operand cc second operand". */
+static inline int cond_true(struct cr16_cpu *c, unsigned cc)
 {
+    const uint16_t p = c->psr;
+    if (c->znl_lazy) {
+        const uint32_t s = c->cmp_s, d = c->cmp_d;
+        switch (cc) {
+        case 0: return s == d;
+        case 1: return s != d;
+        case 4: return s > d;
+        case 5: return s <= d;
+        case 6: return (int32_t)s > (int32_t)d;
+        case 7: return (int32_t)s <= (int32_t)d;
+        case 10: return s < d;
+        case 11: return s >= d;
+        case 12: return (int32_t)s < (int32_t)d;
+        case 13: return (int32_t)s >= (int32_t)d;
+        default: break;
+        }
+    }
     switch (cc) {
     case 0: return (p & Z_) != 0;
     case 1: return !(p & Z_);
@@ -95,8 +130,9 @@ static inline int32_t sat32(int64_t v)
 }
 
 /* Processor registers by lpr/spr code (16-bit views) and lprd/sprd code. */
-static int preg_read(const struct cr16_cpu *c, unsigned code, int wide, uint32_t *v)
+static int preg_read(struct cr16_cpu *c, unsigned code, int wide, uint32_t *v)
 {
+    znl_materialize(c);
     uint32_t full;
     switch (code) {
     case 0x0: *v = c->dbs; return 0;
@@ -181,6 +217,14 @@ static void note_code_write(struct cr16_cpu *c, uint32_t a, uint32_t n)
 
 static inline int mark_store(struct cr16_cpu *c, uint32_t a, uint32_t n)
 {
+    if (LIKELY(((a ^ (a + n - 1)) >> CR16_LINE_BITS) == 0)) {  /* one line, one page */
+        c->dirty[a >> CR16_PAGE_BITS] = 1;
+        if (UNLIKELY(c->codeline[a >> CR16_LINE_BITS])) {
+            note_code_write(c, a, n);
+            return 1;
+        }
+        return 0;
+    }
     c->dirty[a >> CR16_PAGE_BITS] = 1;
     c->dirty[(a + n - 1) >> CR16_PAGE_BITS] = 1;
     if (UNLIKELY(c->codeline[a >> CR16_LINE_BITS] | c->codeline[(a + n - 1) >> CR16_LINE_BITS])) {
@@ -225,6 +269,7 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
         return -1;
     /* frame: PSR at ISP, halved return address (32 bits) at ISP+2 */
     uint32_t r = ret >> 1;
+    znl_materialize(c);
     uint16_t psr = c->psr & ~CR16_PSR_P;
     c->ram[isp] = (uint8_t)psr;
     c->ram[isp + 1] = (uint8_t)(psr >> 8);
@@ -370,7 +415,7 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
     ALU(NAME, W, 0xFFFFu, 16, W16, FLAGS, RESULT, WRITES)
 
 #define BCC_HANDLER(CC) \
-    op_B##CC: if (cond_true(c->psr, OP_B##CC - OP_BEQ)) JUMP_REL(imm); NEXT();
+    op_B##CC: if (cond_true(c, OP_B##CC - OP_BEQ)) JUMP_REL(imm); NEXT();
 
 #define LBL_NAME(n) [OP_##n] = &&op_##n,
 #define LBL_MODE(k, m) [OP_##k##_##m] = &&op_##k##_##m,
@@ -466,12 +511,14 @@ op_NOP:
     ALU_BOTH(OR, (void)0, dv | s, 1)
     ALU_BOTH(XOR, (void)0, dv ^ s, 1)
     ALU_BOTH(ADDU, (void)0, dv + s, 1)
-    ALU_BOTH(ADD, c->psr = flags_add(c->psr, dv, s, 0, bits), dv + s, 1)
+    ALU(ADD, B, 0xFFu, 8, W8, c->psr = add_cf8(c->psr, dv, s), dv + s, 1)
+    ALU(ADD, W, 0xFFFFu, 16, W16, c->psr = add_cf16(c->psr, dv, s), dv + s, 1)
     ALU_BOTH(ADDC, c->psr = flags_add(c->psr, dv, s, ci, bits), dv + s + ci, 1)
-    ALU_BOTH(SUB, c->psr = flags_sub(c->psr, dv, s, 0, bits), dv - s, 1)
+    ALU(SUB, B, 0xFFu, 8, W8, c->psr = sub_cf8(c->psr, dv, s), dv - s, 1)
+    ALU(SUB, W, 0xFFFFu, 16, W16, c->psr = sub_cf16(c->psr, dv, s), dv - s, 1)
     ALU_BOTH(SUBC, c->psr = flags_sub(c->psr, dv, s, ci, bits), dv - s - ci, 1)
     ALU_BOTH(MUL, (void)0, dv * s, 1)
-    ALU_BOTH(CMP, c->psr = flags_cmp(c->psr, s, dv, bits), 0, 0)
+    ALU_BOTH(CMP, compare(c, s, dv, bits), 0, 0)
     ALU_BOTH(MOV, (void)0, s, 1)
 
     /* ---- 32-bit ALU ---- */
@@ -481,7 +528,7 @@ op_ADDD_R: s = hp_get(c, B); goto addd_body;
 op_ADDD_I: s = imm;
 addd_body: {
         uint32_t dv = hp_get(c, A);
-        c->psr = flags_add(c->psr, dv, s, 0, 32);
+        c->psr = add_cf32(c->psr, dv, s);
         hp_set(c, A, dv + s);
         NEXT();
     }
@@ -489,13 +536,13 @@ op_SUBD_R: s = hp_get(c, B); goto subd_body;
 op_SUBD_I: s = imm;
 subd_body: {
         uint32_t dv = hp_get(c, A);
-        c->psr = flags_sub(c->psr, dv, s, 0, 32);
+        c->psr = sub_cf32(c->psr, dv, s);
         hp_set(c, A, dv - s);
         NEXT();
     }
 op_CMPD_R: s = hp_get(c, B); goto cmpd_body;
 op_CMPD_I: s = imm;
-cmpd_body: c->psr = flags_cmp(c->psr, s, hp_get(c, A), 32); NEXT();
+cmpd_body: compare(c, s, hp_get(c, A), 32); NEXT();
 op_ANDD_R: s = hp_get(c, B); goto andd_body;
 op_ANDD_I: s = imm;
 andd_body: hp_set(c, A, hp_get(c, A) & s); NEXT();
@@ -543,7 +590,7 @@ op_LSHD_R: hp_set(c, A, shift(hp_get(c, A), (int32_t)sxt(c->h[B], 6), 32, 0)); N
 
 op_TBIT_I: c->psr = (uint16_t)((c->psr & ~F_) | ((c->h[A] >> B) & 1) << 5); NEXT();
 op_TBIT_R: c->psr = (uint16_t)((c->psr & ~F_) | ((c->h[A] >> (c->h[B] & 15)) & 1) << 5); NEXT();
-op_SCOND: W16(A, cond_true(c->psr, B)); NEXT();
+op_SCOND: W16(A, cond_true(c, B)); NEXT();
 
     /* ---- loads, stores, bit operations on memory ---- */
     MEM_HANDLERS(PD)
@@ -560,12 +607,12 @@ op_BEQ0W: if ((c->h[A] & 0xFFFF) == 0) JUMP_REL(imm); NEXT();
 op_BNE0W: if ((c->h[A] & 0xFFFF) != 0) JUMP_REL(imm); NEXT();
 op_BAL: hp_set(c, A, (pc + len) >> 1); pc = (pc + imm) & PC_MASK; DISPATCH();
 op_JCOND:
-    if (cond_true(c->psr, A)) { pc = (hp_get(c, B) << 1) & PC_MASK; DISPATCH(); }
+    if (cond_true(c, A)) { pc = (hp_get(c, B) << 1) & PC_MASK; DISPATCH(); }
     NEXT();
 op_JUMP: pc = (hp_get(c, B) << 1) & PC_MASK; DISPATCH();
 op_JUSR:
     pc = (hp_get(c, B) << 1) & PC_MASK;
-    cr16_set_psr(c, c->psr | CR16_PSR_U);
+    cr16_set_psr(c, psr_value(c) | CR16_PSR_U);
     DISPATCH();
 op_JAL: {
         uint32_t t = hp_get(c, B);
