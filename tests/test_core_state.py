@@ -1,0 +1,64 @@
+"""The core's hidden state: lazily computed compare flags must be visible
+everywhere the PSR is observed, and survive everything that rewrites the PSR."""
+from __future__ import annotations
+
+import pytest
+
+from aemu.cpu import Cpu, Exit
+
+from insn_helpers import CODE, L, N, SVC, U, Z, code, op_reg
+
+CMPW_R1_R2 = op_reg("cmpw", 1, 2)     # compare r1 (first) with r2 (second)
+JUSR_R4R3 = (0x0AF3,)                 # jusr (r4,r3)
+SPR_PSR_R5 = (0x0014, 0x2095)         # spr psr, r5
+SEQ_R6, SGT_R7, SHI_R8 = (0x0806,), (0x0867,), (0x0848,)
+
+
+def run_code(cpu: Cpu, *insns, **regs) -> None:
+    cpu.write(CODE, code(*insns, SVC))
+    r = [0] * 16
+    for name, v in regs.items():
+        r[int(name[1:])] = v
+    cpu.set_state({"r": r, "pc": CODE, "psr": 0})
+    why, _ = cpu.run(100)
+    assert why == Exit.SYSCALL
+
+
+@pytest.mark.parametrize("a,b,flags", [
+    (5, 5, Z), (0x8000, 1, L), (1, 0x8000, N), (2, 1, N | L), (1, 2, 0),
+])
+def test_compare_flags_visible_everywhere(a: int, b: int, flags: int) -> None:
+    cpu = Cpu(1 << 20)
+    run_code(cpu, CMPW_R1_R2, SPR_PSR_R5, SEQ_R6, SGT_R7, SHI_R8, r1=a, r2=b)
+    st = cpu.get_state()
+    assert st["psr"] & (Z | N | L) == flags           # get_state
+    assert st["r"][5] & (Z | N | L) == flags          # spr psr
+    assert st["r"][6] == bool(flags & Z)              # Scond
+    assert st["r"][7] == bool(flags & N)
+    assert st["r"][8] == bool(flags & L)
+
+
+def test_compare_flags_survive_jusr() -> None:
+    cpu = Cpu(1 << 20)
+    target = CODE + 0x100
+    cpu.write(target, code(SPR_PSR_R5, SVC))
+    cpu.write(CODE, code(CMPW_R1_R2, JUSR_R4R3))
+    cpu.set_state({"r": [0, 2, 1, target >> 1, 0] + [0] * 11, "pc": CODE, "psr": 0})
+    why, _ = cpu.run(100)
+    assert why == Exit.SYSCALL
+    st = cpu.get_state()
+    assert st["psr"] & U
+    assert st["psr"] & (Z | N | L) == N | L
+    assert st["r"][5] & (Z | N | L) == N | L
+
+
+def test_set_state_replaces_pending_compare_flags() -> None:
+    cpu = Cpu(1 << 20)
+    run_code(cpu, CMPW_R1_R2, r1=5, r2=5)
+    assert cpu.psr & Z
+    cpu.psr = N
+    assert cpu.psr & (Z | N | L) == N
+    cpu.write(CODE, code(SGT_R7, SEQ_R6, SVC))
+    cpu.pc = CODE
+    assert cpu.run(10)[0] == Exit.SYSCALL
+    assert cpu.reg(7) == 1 and cpu.reg(6) == 0
