@@ -9,7 +9,7 @@
 
 #include "cr16_internal.h"
 
-#define CHUNK 65536u
+#define CHUNK 262144   /* instructions between looks at stop requests */
 #define PC_MASK 0xFFFFFFu
 
 #define C_ CR16_PSR_C
@@ -305,31 +305,43 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
 #define W16(o, v) (c->h[o] = (uint16_t)(v))
 
 #define FAULT(vec, addr) do { fvec = (vec); faddr = (addr); goto fault; } while (0)
-#define FORCE_CHECK() do { done += chunk_start - chunk; chunk_start = chunk = 0; } while (0)
-/* Every handler ends in its own copy of the dispatch, so that the host's
- * branch predictor sees one indirect jump per guest instruction kind.
- * FETCH runs the entry d; NEXT steps to the following instruction through
- * the decoded page (a sentinel past the page's end catches the crossing);
- * DISPATCH looks pc up afresh after a jump. */
-#define FETCH() do {                                                    \
-        if (UNLIKELY(chunk == 0)) goto events;                          \
+#define FORCE_CHECK() do {                                              \
+        done += chunk_start - chunk; chunk_start = chunk = 0; tbl = lbl_precise; \
+    } while (0)
+
+/* Budget.  `chunk` is how many more instructions may start in this chunk;
+ * every instruction start charges one.  In fast mode (tbl == lbl) the
+ * sequential step (NEXT) charges without looking: only jumps and page
+ * crossings check, and they leave fast mode once fewer than CHUNK_MIN
+ * remain, more than a page of straight-line code can use up.  In precise
+ * mode (tbl == lbl_precise) every start goes through precise_start, which
+ * stops the chunk exactly.  Every handler ends in its own copy of the
+ * dispatch, so the host's branch predictor sees one indirect jump per
+ * guest instruction kind. */
+#define CHUNK_MIN 4096
+#define NEXT() do {                                                     \
+        pc += len; d = (dinsn *)((char *)d + 4 * len);                  \
         chunk--;                                                        \
+        goto *tbl[d->op];                                               \
+    } while (0)
+/* Start the instruction at d (found by a jump), with the check. */
+#define START() do {                                                    \
+        if (UNLIKELY(--chunk < CHUNK_MIN)) goto slow_start;             \
         goto *lbl[d->op];                                               \
     } while (0)
 #define DISPATCH() do {                                                 \
         dinsn *blk_ = dpage[pc >> CR16_PAGE_BITS];                      \
-        if (UNLIKELY(!blk_)) { if (UNLIKELY(chunk == 0)) goto events; chunk--; goto miss; } \
+        if (UNLIKELY(!blk_)) { chunk--; goto miss; }                    \
         d = &blk_[(pc & (CR16_PAGE_SIZE - 1)) >> 1];                    \
-        FETCH();                                                        \
+        START();                                                        \
     } while (0)
-#define NEXT() do { pc += len; d = (dinsn *)((char *)d + 4 * len); FETCH(); } while (0)
 /* A pc-relative jump by `disp`: on the same page, step d instead of a lookup. */
 #define JUMP_REL(disp) do {                                             \
         uint32_t npc_ = (pc + (disp)) & PC_MASK;                        \
         if (((npc_ ^ pc) >> CR16_PAGE_BITS) == 0) {                     \
             d = (dinsn *)((char *)d + 4 * (int32_t)(npc_ - pc));        \
             pc = npc_;                                                  \
-            FETCH();                                                    \
+            START();                                                    \
         }                                                               \
         pc = npc_;                                                      \
         DISPATCH();                                                     \
@@ -456,12 +468,14 @@ int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
         LBL_NAME(DI) LBL_NAME(EI) LBL_NAME(WAIT) LBL_NAME(EIWAIT) LBL_NAME(RETX)
         LBL_NAME(EXCP)
     };
+    static const void *const lbl_precise[OP_COUNT] = {[0 ... OP_COUNT - 1] = &&precise_start};
     static const uint8_t mlist[8] = {2, 3, 4, 5, 8, 9, 10, 11};   /* loadm/storm order */
 
     uint8_t *const ram = c->ram;
     const uint32_t ram_size = c->ram_size, lim16 = ram_size - 1, lim32 = ram_size - 3;
     uint64_t done = 0;
-    uint32_t chunk_start = 0, chunk = 0;
+    int32_t chunk_start = 0, chunk = 0;
+    const void *const *tbl = lbl_precise;
     uint32_t pc = c->pc, s = 0, faddr = 0;
     int reason = CR16_EXIT_BUDGET, stop_after = 0, fvec = 0;
     dinsn *d = NULL;
@@ -469,10 +483,25 @@ int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
 
     goto events;
 
+precise_start:      /* the instruction at d is charged: may it start? */
+    if (chunk < 0) {
+        chunk = 0;
+        goto events;
+    }
 redispatch:
     goto *lbl[d->op];
 
-miss:
+slow_start:         /* START found the chunk nearly used up */
+    tbl = lbl_precise;
+    goto precise_start;
+
+miss:               /* the instruction at pc is charged; its page is not decoded */
+    if (chunk < 0) {
+        chunk = 0;
+        goto events;
+    }
+    if (chunk < CHUNK_MIN)
+        tbl = lbl_precise;
     if (pc > ram_size - 2 || pc >= CR16_ADDR_SPACE)
         FAULT(CR16_VEC_IAD, pc);
     {
@@ -490,13 +519,15 @@ op_DECODE:
         c->codeline[(pc + d->size - 1) >> CR16_LINE_BITS] = 1;
     goto redispatch;
 
-op_PAGEX:   /* stepped off the end of a decoded page */
+op_PAGEX:   /* stepped off the end of a decoded page (the next insn is charged) */
     {
         dinsn *blk = dpage[pc >> CR16_PAGE_BITS];
         if (UNLIKELY(!blk))
             goto miss;
         d = &blk[(pc & (CR16_PAGE_SIZE - 1)) >> 1];
     }
+    if (UNLIKELY(chunk < CHUNK_MIN))
+        goto slow_start;
     goto redispatch;
 
 op_UND:
@@ -838,12 +869,13 @@ events:
         goto out;
     }
     drop_written_code(c);
-    chunk = budget - done > CHUNK ? CHUNK : (uint32_t)(budget - done);
+    chunk = budget - done > CHUNK ? CHUNK : (int32_t)(budget - done);
     if (c->psr & CR16_PSR_T) {
         chunk = 1;
         c->psr |= CR16_PSR_P;
     }
     chunk_start = chunk;
+    tbl = chunk > CHUNK_MIN ? lbl : lbl_precise;
     DISPATCH();
 
 out:

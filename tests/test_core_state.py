@@ -2,6 +2,8 @@
 everywhere the PSR is observed, and survive everything that rewrites the PSR."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aemu.cpu import Cpu, Exit
@@ -62,3 +64,59 @@ def test_set_state_replaces_pending_compare_flags() -> None:
     cpu.pc = CODE
     assert cpu.run(10)[0] == Exit.SYSCALL
     assert cpu.reg(7) == 1 and cpu.reg(6) == 0
+
+
+# -- the budget is exact ------------------------------------------------------
+
+def _boot(elf: str) -> Cpu:
+    from aemu.hw.loader import load_elf
+
+    cpu = Cpu()
+    load_elf(cpu, str(Path(__file__).resolve().parent / "firmware" / elf))
+    return cpu
+
+
+def _serve(cpu: Cpu) -> bool:
+    """Minimal host calls: write succeeds, exit stops, anything else returns 0."""
+    r = cpu.get_state()["r"]
+    if r[0] == 0x410:
+        return False
+    cpu.set_reg(0, r[5] if r[0] in (0x403, 0x404) else 0)
+    return True
+
+
+def _trace_pcs(elf: str, n: int) -> list[int]:
+    cpu, pcs = _boot(elf), []
+    while len(pcs) < n:
+        why, done = cpu.run(1)
+        if done:
+            pcs.append(cpu.pc)
+        if why == Exit.SYSCALL and not _serve(cpu):
+            break
+    return pcs
+
+
+REFERENCE_INSNS = 30_000
+
+
+@pytest.fixture(scope="module")
+def reference_pcs() -> list[int]:
+    return _trace_pcs("sieve-O2.elf", REFERENCE_INSNS)
+
+
+@pytest.mark.parametrize("budget", [2, 3, 7, 100, 1000, 4095, 4096, 4097, 10007])
+def test_every_budget_stops_exactly(budget: int, reference_pcs: list[int]) -> None:
+    """Slices of any size stop after exactly `budget` instructions, at the pc a
+    single-stepped twin reached after the same count (fast and precise modes)."""
+    cpu, total = _boot("sieve-O2.elf"), 0
+    while total + budget <= len(reference_pcs):
+        why, done = cpu.run(budget)
+        total += done
+        if why == Exit.BUDGET:
+            assert done == budget
+        elif why == Exit.SYSCALL:
+            assert _serve(cpu)
+        else:
+            pytest.fail(f"unexpected {why!r}")
+        assert cpu.pc == reference_pcs[total - 1], f"after {total} instructions"
+        assert cpu.insn_count == total
