@@ -215,19 +215,20 @@ static void note_code_write(struct cr16_cpu *c, uint32_t a, uint32_t n)
     }
 }
 
-static inline int mark_store(struct cr16_cpu *c, uint32_t a, uint32_t n)
+static inline int mark_store(struct cr16_cpu *c, uint8_t *dirty, const uint8_t *codeline,
+                             uint32_t a, uint32_t n)
 {
     if (LIKELY(((a ^ (a + n - 1)) >> CR16_LINE_BITS) == 0)) {  /* one line, one page */
-        c->dirty[a >> CR16_PAGE_BITS] = 1;
-        if (UNLIKELY(c->codeline[a >> CR16_LINE_BITS])) {
+        dirty[a >> CR16_PAGE_BITS] = 1;
+        if (UNLIKELY(codeline[a >> CR16_LINE_BITS])) {
             note_code_write(c, a, n);
             return 1;
         }
         return 0;
     }
-    c->dirty[a >> CR16_PAGE_BITS] = 1;
-    c->dirty[(a + n - 1) >> CR16_PAGE_BITS] = 1;
-    if (UNLIKELY(c->codeline[a >> CR16_LINE_BITS] | c->codeline[(a + n - 1) >> CR16_LINE_BITS])) {
+    dirty[a >> CR16_PAGE_BITS] = 1;
+    dirty[(a + n - 1) >> CR16_PAGE_BITS] = 1;
+    if (UNLIKELY(codeline[a >> CR16_LINE_BITS] | codeline[(a + n - 1) >> CR16_LINE_BITS])) {
         note_code_write(c, a, n);
         return 1;
     }
@@ -277,7 +278,7 @@ static int64_t enter_exception(struct cr16_cpu *c, int vec, uint32_t ret)
     c->ram[isp + 3] = (uint8_t)(r >> 8);
     c->ram[isp + 4] = (uint8_t)(r >> 16);
     c->ram[isp + 5] = (uint8_t)(r >> 24);
-    mark_store(c, isp, 6);
+    mark_store(c, c->dirty, c->codeline, isp, 6);
     c->isp = isp;
     uint32_t np = psr & ~(CR16_PSR_U | CR16_PSR_T | CR16_PSR_P);
     if (vec == CR16_VEC_NMI || vec >= 16)
@@ -355,28 +356,34 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
         FORCE_CHECK();                                                  \
     } while (0)
 
+/* Guest RAM is little-endian like every host this builds for (see the check
+ * in cr16_internal.h), so multi-byte accesses are plain unaligned copies. */
+static inline uint32_t ram_ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t ram_ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void ram_st16(uint8_t *p, uint32_t v) { uint16_t w = (uint16_t)v; memcpy(p, &w, 2); }
+static inline void ram_st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
 #define RD8(addr, dst) do { uint32_t a_ = (addr);                                   \
         if (LIKELY(a_ < ram_size)) dst = ram[a_];                                   \
         else { uint32_t v_ = 0; MMIO(a_, 1, 0, v_); dst = v_ & 0xFF; } } while (0)
 #define RD16(addr, dst) do { uint32_t a_ = (addr);                                  \
-        if (LIKELY(a_ < lim16)) dst = (uint32_t)ram[a_] | (uint32_t)ram[a_ + 1] << 8; \
+        if (LIKELY(a_ < lim16)) dst = ram_ld16(ram + a_);                           \
         else { uint32_t v_ = 0; MMIO(a_, 2, 0, v_); dst = v_ & 0xFFFF; } } while (0)
 #define RD32(addr, dst) do { uint32_t a_ = (addr);                                  \
-        if (LIKELY(a_ < lim32)) dst = (uint32_t)ram[a_] | (uint32_t)ram[a_ + 1] << 8 | \
-            (uint32_t)ram[a_ + 2] << 16 | (uint32_t)ram[a_ + 3] << 24;              \
+        if (LIKELY(a_ < lim32)) dst = ram_ld32(ram + a_);                           \
         else { uint32_t v_ = 0; MMIO(a_, 4, 0, v_); dst = v_; } } while (0)
 
 #define WR8(addr, val) do { uint32_t a_ = (addr), v_ = (val);                       \
-        if (LIKELY(a_ < ram_size)) { ram[a_] = (uint8_t)v_; if (UNLIKELY(mark_store(c, a_, 1))) FORCE_CHECK(); } \
+        if (LIKELY(a_ < ram_size)) { ram[a_] = (uint8_t)v_;                         \
+            if (UNLIKELY(mark_store(c, dirty, codeline, a_, 1))) FORCE_CHECK(); }    \
         else { v_ &= 0xFF; MMIO(a_, 1, 1, v_); } } while (0)
 #define WR16(addr, val) do { uint32_t a_ = (addr), v_ = (val);                      \
-        if (LIKELY(a_ < lim16)) { ram[a_] = (uint8_t)v_; ram[a_ + 1] = (uint8_t)(v_ >> 8); \
-            if (UNLIKELY(mark_store(c, a_, 2))) FORCE_CHECK(); }                                                 \
+        if (LIKELY(a_ < lim16)) { ram_st16(ram + a_, v_);                           \
+            if (UNLIKELY(mark_store(c, dirty, codeline, a_, 2))) FORCE_CHECK(); }    \
         else { v_ &= 0xFFFF; MMIO(a_, 2, 1, v_); } } while (0)
 #define WR32(addr, val) do { uint32_t a_ = (addr), v_ = (val);                      \
-        if (LIKELY(a_ < lim32)) { ram[a_] = (uint8_t)v_; ram[a_ + 1] = (uint8_t)(v_ >> 8); \
-            ram[a_ + 2] = (uint8_t)(v_ >> 16); ram[a_ + 3] = (uint8_t)(v_ >> 24);  \
-            if (UNLIKELY(mark_store(c, a_, 4))) FORCE_CHECK(); }                                                 \
+        if (LIKELY(a_ < lim32)) { ram_st32(ram + a_, v_);                           \
+            if (UNLIKELY(mark_store(c, dirty, codeline, a_, 4))) FORCE_CHECK(); }    \
         else { MMIO(a_, 4, 1, v_); } } while (0)
 
 /* Effective addresses of the four modes (see cr16_internal.h). */
@@ -471,7 +478,8 @@ int cr16_run(struct cr16_cpu *c, uint64_t budget, uint64_t *executed)
     static const void *const lbl_precise[OP_COUNT] = {[0 ... OP_COUNT - 1] = &&precise_start};
     static const uint8_t mlist[8] = {2, 3, 4, 5, 8, 9, 10, 11};   /* loadm/storm order */
 
-    uint8_t *const ram = c->ram;
+    uint8_t *const ram = c->ram, *const dirty = c->dirty;
+    const uint8_t *const codeline = c->codeline;
     const uint32_t ram_size = c->ram_size, lim16 = ram_size - 1, lim32 = ram_size - 3;
     uint64_t done = 0;
     int32_t chunk_start = 0, chunk = 0;
