@@ -1,0 +1,225 @@
+"""The ``aemu`` command."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+from typing import Sequence
+
+from aemu import __version__
+
+DEMO_NAME = "demo.elf"
+
+RUN_DESCRIPTION = """\
+Run a CR16C program (an ELF executable built with cr16-elf-gcc -msim or with
+aemu's BSP, or a raw binary with --binary) until it exits.  Without PROGRAM,
+run the bundled demo.  aemu's options go before PROGRAM: everything after it
+is passed to the guest (programs built with the aemu BSP see it as argc/argv;
+others ignore it, with a warning).  The guest's stdin, stdout and stderr are
+aemu's own.
+
+Host services (the simulator's syscall interface, `excp svc` with the code
+in r0): exit, read, write, open, close, lseek, rename, unlink, getenv, time,
+getpid, kill, and gettime (0x430, virtual nanoseconds).  Time is virtual:
+2026-01-01T00:00:00Z plus executed instructions / --cpu-hz, so every run of a
+program is identical.  Files are only reachable with --fs-root DIR (the
+guest's "/" is DIR; nothing outside it); without it, open/rename/unlink fail
+with EACCES.
+"""
+
+def _examples() -> str:
+    from aemu.hw.program import EXIT_STATUS_TABLE
+
+    width = max(len(what) for what, _ in EXIT_STATUS_TABLE)
+    rows = "\n".join(f"  {what:<{width}}  {status}" for what, status in EXIT_STATUS_TABLE)
+    return f"""\
+examples:
+  aemu run                                  run the bundled demo
+  aemu run hello.elf                        run a program built with -msim
+  echo hi | aemu run cat.elf                the guest reads aemu's stdin
+  aemu run --fs-root ./data prog.elf in.txt allow file access below ./data
+  aemu run --max-insns 1000000 loop.elf     stop after a million instructions
+  aemu run --trace-file t.txt --stats prog.elf
+  aemu run --binary 0x2 --entry 0x18 image.bin
+
+exit status:
+{rows}
+
+Faults are reported on stderr, e.g.
+  aemu: guest fault: illegal address 0x1800000 at pc 0x2e2 (vector 12)
+"""
+
+
+def parse_size(text: str) -> int:
+    """'20M', '512K', '0x100000', '1048576' -> bytes."""
+    m = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([kKmM]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 20M, 512K, 0x100000)")
+    value = int(m.group(1), 0) << {"": 0, "k": 10, "m": 20}[m.group(2).lower()]
+    if value <= 0 or value % 2:
+        raise argparse.ArgumentTypeError(f"size {text!r} must be positive and even")
+    return value
+
+
+def parse_addr(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r} (e.g. 0x2 or 4096)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"address {text!r} is negative")
+    return value
+
+
+def parse_hz(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:[hH][zZ])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid frequency {text!r} (e.g. 100M, 25000000)")
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"frequency {text!r} must be at least 1 Hz")
+    return int(value)
+
+
+def parse_count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"count {text!r} is negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aemu", description="aemu: an emulator for the CompactRISC CR16C CPU.",
+        epilog="Run 'aemu run --help' for the options, examples and exit statuses.")
+    parser.add_argument("--version", action="version", version=f"aemu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    run = sub.add_parser(
+        "run", help="run a CR16C program until it exits",
+        description=RUN_DESCRIPTION, epilog=_examples(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="aemu run [options] [PROGRAM [ARGS...]]")
+    run.add_argument("program", nargs="?", metavar="PROGRAM",
+                     help="ELF executable (default: the bundled demo)")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                     help="arguments for the guest program")
+    run.add_argument("--max-insns", type=parse_count, metavar="N",
+                     help="stop after N instructions (exit status 124)")
+    run.add_argument("--trace", action="store_true",
+                     help="print every executed instruction to stderr")
+    run.add_argument("--trace-file", metavar="FILE",
+                     help="print the instruction trace to FILE instead")
+    run.add_argument("--stats", action="store_true",
+                     help="print instructions, wall time, MIPS and exit reason to stderr")
+    run.add_argument("--ram-size", type=parse_size, metavar="SIZE", default="20M",
+                     help="guest RAM at address 0 (suffix K or M; default 20M)")
+    run.add_argument("--fs-root", metavar="DIR",
+                     help="let the guest open, create, rename and unlink files below DIR")
+    run.add_argument("--binary", type=parse_addr, metavar="ADDR",
+                     help="PROGRAM is a raw binary image to load at ADDR")
+    run.add_argument("--entry", type=parse_addr, metavar="ADDR",
+                     help="start at ADDR (default: the ELF entry point, or the --binary ADDR)")
+    run.add_argument("--cpu-hz", type=parse_hz, metavar="HZ", default="100M",
+                     help="CPU frequency for the virtual clock (default 100M: 10 ns per "
+                          "instruction)")
+    run.set_defaults(subparser=run)
+    run.add_argument("--svc", choices=("host", "guest"), default="host",
+                     help="'excp svc' is a host call (default) or a trap into the guest's "
+                          "SVC handler")
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"aemu: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from aemu.hw.loader import LoadError
+    from aemu.hw.program import STATUS_LOAD_ERROR, run_program
+
+    args = list(opts.args)
+    if opts.program is None and args:
+        parser.error("ARGS given without PROGRAM")
+    if opts.binary is not None and opts.program is None:
+        parser.error("--binary needs a PROGRAM")
+    if opts.fs_root is not None and not os.path.isdir(opts.fs_root):
+        parser.error(f"--fs-root {opts.fs_root}: not a directory")
+    from aemu.cpu import Cpu
+
+    try:
+        cpu = Cpu(opts.ram_size, svc_host=opts.svc == "host")
+    except ValueError as exc:  # a RAM size the core refuses
+        parser.error(f"--ram-size: {exc}")
+
+    with contextlib.ExitStack() as stack:
+        if opts.program is None:
+            from importlib.resources import as_file, files
+
+            try:
+                resource = files("aemu.demo") / DEMO_NAME
+                found = resource.is_file()
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                _error(f"the bundled demo (aemu/demo/{DEMO_NAME}) is missing from this "
+                       "installation; give a PROGRAM")
+                return STATUS_LOAD_ERROR
+            program = stack.enter_context(as_file(resource))
+            name = DEMO_NAME
+        else:
+            program, name = opts.program, opts.program
+        trace = None
+        if opts.trace_file:
+            try:
+                trace = stack.enter_context(open(opts.trace_file, "w", encoding="utf-8"))
+            except OSError as exc:
+                parser.error(f"--trace-file {opts.trace_file}: {exc.strerror}")
+        elif opts.trace:
+            trace = sys.stderr
+        try:
+            result = run_program(
+                program, args, name=name, binary_addr=opts.binary, entry=opts.entry,
+                cpu=cpu, max_insns=opts.max_insns, trace=trace, fs_root=opts.fs_root,
+                cpu_hz=opts.cpu_hz)
+        except LoadError as exc:
+            _error(str(exc))
+            return STATUS_LOAD_ERROR
+    if result.message and result.reason not in ("exit", "unknown-service"):
+        _error(result.message)
+    if opts.stats:
+        wall = f"{result.wall:.3f} s" if result.wall >= 1 else f"{result.wall * 1e3:.2f} ms"
+        print(f"aemu: stats: {result.insns} instructions in {wall} "
+              f"({result.mips:.2f} MIPS); {result.describe()}", file=sys.stderr)
+    sys.stderr.flush()
+    return result.status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if opts.command == "run":
+        try:
+            status = cmd_run(opts, opts.subparser)
+        except BrokenPipeError:
+            # the trace/stats reader went away (e.g. `aemu run --trace 2>&1 | head`):
+            # end quietly, like other tools (128 + SIGPIPE)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    os.dup2(devnull, stream.fileno())
+                except (OSError, ValueError, AttributeError):
+                    pass
+            status = 141
+        sys.exit(status)
+    parser.error(f"unknown command {opts.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
