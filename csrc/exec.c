@@ -528,6 +528,7 @@ op_DECODE:
     goto redispatch;
 
 op_PAGEX:   /* stepped off the end of a decoded page (the next insn is charged) */
+    pc &= PC_MASK;      /* the 24-bit pc wraps */
     {
         dinsn *blk = dpage[pc >> CR16_PAGE_BITS];
         if (UNLIKELY(!blk))
@@ -884,12 +885,13 @@ events:
     }
     chunk_start = chunk;
     tbl = chunk > CHUNK_MIN ? lbl : lbl_precise;
+    pc &= PC_MASK;
     DISPATCH();
 
 out:
     drop_written_code(c);
     done += chunk_start - chunk;
-    c->pc = pc;
+    c->pc = pc & PC_MASK;
     c->insns += done;
     *executed = done;
     return reason;

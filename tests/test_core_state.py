@@ -120,3 +120,18 @@ def test_every_budget_stops_exactly(budget: int, reference_pcs: list[int]) -> No
             pytest.fail(f"unexpected {why!r}")
         assert cpu.pc == reference_pcs[total - 1], f"after {total} instructions"
         assert cpu.insn_count == total
+
+
+def test_pc_wraps_at_16_mib() -> None:
+    """With more than 16 MiB of RAM, stepping past 0xFFFFFE wraps the 24-bit pc
+    to 0 (and never indexes the decode cache out of bounds)."""
+    cpu = Cpu(20 << 20)
+    cpu.write(0xFFFFFC, code(0x2C00, 0x2C00))   # nop; nop
+    cpu.write(0, code(SVC))
+    cpu.set_state({"pc": 0xFFFFFC})
+    why, n = cpu.run(10)
+    assert (why, n, cpu.pc) == (Exit.SYSCALL, 3, 2)
+    cpu.write(0xFFFFFE, code(SVC))                # excp svc as the last parcel
+    cpu.set_state({"pc": 0xFFFFFE})
+    why, n = cpu.run(10)
+    assert (why, n, cpu.pc) == (Exit.SYSCALL, 1, 0)
