@@ -123,28 +123,14 @@ def build(name: str, reps: int, prefix: Path, out: Path, host_cc: str) -> tuple[
 
 
 # ---------------------------------------------------------------------- aemu
-def load_elf(cpu, path: Path) -> int:
-    """PT_LOAD segments at their physical addresses (what the simulator does)."""
-    from elftools.elf.elffile import ELFFile
-
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        for seg in elf.iter_segments():
-            if seg["p_type"] != "PT_LOAD":
-                continue
-            data = seg.data()
-            if data:
-                cpu.write(seg["p_paddr"], data)
-        return elf.header["e_entry"]
-
-
 def run_aemu(path: Path) -> tuple[bytes, int, int, float, float]:
     """(stdout, exit status, instructions, exec seconds, load seconds)."""
     from aemu.cpu import Cpu, Exit
+    from aemu.hw.loader import load_elf
 
     t0 = time.perf_counter()
     cpu = Cpu(20 << 20)
-    cpu.pc = load_elf(cpu, path)
+    load_elf(cpu, path)
     load_s = time.perf_counter() - t0
     out = bytearray()
     total = 0

@@ -820,16 +820,18 @@ fault:
     stop_after = 0;
     {
         int64_t h = fvec > 0 ? enter_exception(c, fvec, pc) : -1;
-        if (h < 0) {
-            c->fault_vector = fvec;
-            c->fault_pc = pc;
-            c->fault_addr = faddr;
-            reason = CR16_EXIT_FAULT;
-            goto out;
-        }
+        if (h < 0)
+            goto unhandled;
         pc = (uint32_t)h;
     }
-    /* fall through */
+    goto events;
+
+unhandled:          /* exception fvec at pc has no guest handler: the host's turn */
+    c->fault_vector = fvec;
+    c->fault_pc = pc;
+    c->fault_addr = faddr;
+    reason = CR16_EXIT_FAULT;
+    goto out;
 
 events:
     done += chunk_start - chunk;
@@ -842,11 +844,9 @@ events:
         c->psr &= ~CR16_PSR_P;
         int64_t h = enter_exception(c, CR16_VEC_TRC, pc);
         if (h < 0) {
-            c->fault_vector = CR16_VEC_TRC;
-            c->fault_pc = pc;
-            c->fault_addr = 0;
-            reason = CR16_EXIT_FAULT;
-            goto out;
+            fvec = CR16_VEC_TRC;
+            faddr = 0;
+            goto unhandled;
         }
         pc = (uint32_t)h;
     }
@@ -861,11 +861,9 @@ events:
             c->nmi = 0;
         c->halted = 0;
         if (h < 0) {
-            c->fault_vector = vec;
-            c->fault_pc = pc;
-            c->fault_addr = 0;
-            reason = CR16_EXIT_FAULT;
-            goto out;
+            fvec = vec;
+            faddr = 0;
+            goto unhandled;
         }
         pc = (uint32_t)h;
     }

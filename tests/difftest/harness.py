@@ -73,29 +73,13 @@ def run_sim(elf: Path, tools: Tools, timeout: float = 60) -> RunResult:
     return RunResult(p.stdout, p.returncode, count, other.decode(errors="replace"))
 
 
-def load_elf(cpu, path: Path) -> int:
-    """Copy the PT_LOAD segments to their physical addresses; return the entry point."""
-    from elftools.elf.elffile import ELFFile
-
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        for seg in elf.iter_segments():
-            if seg["p_type"] != "PT_LOAD":
-                continue
-            data = seg.data()
-            if data:
-                cpu.write(seg["p_paddr"], data)
-            if seg["p_memsz"] > len(data):
-                cpu.write(seg["p_paddr"] + len(data), bytes(seg["p_memsz"] - len(data)))
-        return elf.header["e_entry"]
-
-
 def run_aemu(elf: Path, ram_size: int = 20 << 20, slice_budget: int = 10_000_000) -> RunResult:
     """Run an ELF on aemu with the simulator's write/exit services."""
     from aemu.cpu import Cpu, Exit
+    from aemu.hw.loader import load_elf
 
     cpu = Cpu(ram_size)
-    cpu.pc = load_elf(cpu, elf)
+    load_elf(cpu, elf)
     out = bytearray()
     total = 0
     while total < MAX_INSNS:
