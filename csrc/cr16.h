@@ -42,6 +42,8 @@ enum {
 #define CR16_MAX_DIRTY_CONSUMERS 8
 #define CR16_MAX_MMIO 32
 
+/* ---- API: everything below is also cffi's cdef (aemu/cpu/_build.py) ---- */
+
 /* MMIO handler: called for an access in [base, base+size).  `offset` is
  * relative to base; `size` is 1, 2 or 4.  For a read, store the value in
  * *value.  Return 0 on success, 1 on success and "end the slice after this

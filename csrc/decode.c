@@ -228,54 +228,41 @@ static void decode_raw(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn
         return;
     }
 
-    if (hi == 0x82) {   /* the 2-byte form must not require P1 */
-        set(d, OP_STBI_PD, n4, l4, 0, 2);
-        return;
-    }
-    if (hi >= 0x81 && hi <= 0x8F) {
+    /* 0x81-0x8F (loads, storb $imm) and 0xC1-0xCF (stores, storw $imm): the
+     * low nibble picks the form the same way in both groups (4.9). */
+    if ((hi >= 0x81 && hi <= 0x8F) || (hi >= 0xC1 && hi <= 0xCF)) {
+        enum { F_ABS = 1, F_D16, F_RX, F_ZERO, F_IDX14 };
+        static const uint8_t form[16] = {
+            [1] = F_ABS, [2] = F_ZERO, [3] = F_D16, [4] = F_RX, [5] = F_RX, [6] = F_IDX14,
+            [7] = F_ABS, [8] = F_ABS, [9] = F_ABS, [10] = F_RX, [11] = F_RX, [12] = F_RX,
+            [13] = F_RX, [14] = F_RX, [15] = F_RX};
+        /* the PD-mode op of each form; ABS = PD + 1 (MODES order) */
+        static const uint8_t op_of[2][16] = {
+            {0, OP_STBI_PD, OP_STBI_PD, OP_STBI_PD, OP_STBI_PD, OP_STBI_PD, 0, OP_LDD_PD,
+             OP_LDB_PD, OP_LDW_PD, OP_LDB_PD, OP_LDB_PD, OP_LDD_PD, OP_LDD_PD, OP_LDW_PD,
+             OP_LDW_PD},
+            {0, OP_STWI_PD, OP_STWI_PD, OP_STWI_PD, OP_STWI_PD, OP_STWI_PD, 0, OP_STD_PD,
+             OP_STB_PD, OP_STW_PD, OP_STB_PD, OP_STB_PD, OP_STD_PD, OP_STD_PD, OP_STW_PD,
+             OP_STW_PD}};
+        /* 0x86/0xC6: [rX]disp14(pair), type in P0[7:6] */
+        static const uint8_t idx14_op[2][4] = {
+            {OP_STBI_IDX, OP_LDB_IDX, OP_LDD_IDX, OP_LDW_IDX},
+            {OP_STWI_IDX, OP_STB_IDX, OP_STD_IDX, OP_STW_IDX}};
+        int st = hi >= 0xC1, op = op_of[st][hi & 0xF];
         uint32_t a20 = l4 << 16 | p1;
-        NEED1();
-        switch (hi) {
-        case 0x81: set(d, OP_STBI_ABS, n4, 0, remap20(a20), 4); return;
-        case 0x83: set(d, OP_STBI_PD, n4, l4, p1, 4); return;
-        case 0x84: case 0x85: set(d, OP_STBI_PD, n4, 12 + (hi & 1), a20, 4); return;
-        case 0x86: {
-            static const uint8_t t_op[4] = {OP_STBI_IDX, OP_LDB_IDX, OP_LDD_IDX, OP_LDW_IDX};
-            set(d, t_op[(lo >> 6) & 3], (p1 >> 4) & 0xF, index_pair[lo & 7] | ((lo >> 3) & 1) << 4,
-                disp14(p0, p1), 4);
-            return;
-        }
-        case 0x87: set(d, OP_LDD_ABS, n4, 0, remap20(a20), 4); return;
-        case 0x88: set(d, OP_LDB_ABS, n4, 0, remap20(a20), 4); return;
-        case 0x89: set(d, OP_LDW_ABS, n4, 0, remap20(a20), 4); return;
-        case 0x8A: case 0x8B: set(d, OP_LDB_PD, n4, 12 + (hi & 1), a20, 4); return;
-        case 0x8C: case 0x8D: set(d, OP_LDD_PD, n4, 12 + (hi & 1), a20, 4); return;
-        case 0x8E: case 0x8F: set(d, OP_LDW_PD, n4, 12 + (hi & 1), a20, 4); return;
-        }
-    }
-    if (hi >= 0xC1 && hi <= 0xCF) {
-        uint32_t a20 = l4 << 16 | p1;
-        if (hi == 0xC2) {
-            set(d, OP_STWI_PD, n4, l4, 0, 2);
+        if (form[hi & 0xF] == F_ZERO) {     /* the 2-byte form must not require P1 */
+            set(d, op, n4, l4, 0, 2);
             return;
         }
         NEED1();
-        switch (hi) {
-        case 0xC1: set(d, OP_STWI_ABS, n4, 0, remap20(a20), 4); return;
-        case 0xC3: set(d, OP_STWI_PD, n4, l4, p1, 4); return;
-        case 0xC4: case 0xC5: set(d, OP_STWI_PD, n4, 12 + (hi & 1), a20, 4); return;
-        case 0xC6: {
-            static const uint8_t t_op[4] = {OP_STWI_IDX, OP_STB_IDX, OP_STD_IDX, OP_STW_IDX};
-            set(d, t_op[(lo >> 6) & 3], (p1 >> 4) & 0xF, index_pair[lo & 7] | ((lo >> 3) & 1) << 4,
-                disp14(p0, p1), 4);
+        switch (form[hi & 0xF]) {
+        case F_ABS: set(d, op + M_ABS, n4, 0, remap20(a20), 4); return;
+        case F_D16: set(d, op, n4, l4, p1, 4); return;
+        case F_RX: set(d, op, n4, 12 + (hi & 1), a20, 4); return;
+        default:
+            set(d, idx14_op[st][(lo >> 6) & 3], (p1 >> 4) & 0xF,
+                index_pair[lo & 7] | ((lo >> 3) & 1) << 4, disp14(p0, p1), 4);
             return;
-        }
-        case 0xC7: set(d, OP_STD_ABS, n4, 0, remap20(a20), 4); return;
-        case 0xC8: set(d, OP_STB_ABS, n4, 0, remap20(a20), 4); return;
-        case 0xC9: set(d, OP_STW_ABS, n4, 0, remap20(a20), 4); return;
-        case 0xCA: case 0xCB: set(d, OP_STB_PD, n4, 12 + (hi & 1), a20, 4); return;
-        case 0xCC: case 0xCD: set(d, OP_STD_PD, n4, 12 + (hi & 1), a20, 4); return;
-        case 0xCE: case 0xCF: set(d, OP_STW_PD, n4, 12 + (hi & 1), a20, 4); return;
         }
     }
 
