@@ -521,6 +521,8 @@ miss:               /* the instruction at pc is charged; its page is not decoded
     goto redispatch;
 
 op_DECODE:
+    if (UNLIKELY(pc > ram_size - 2))    /* stepped past the end of RAM */
+        FAULT(CR16_VEC_IAD, pc);
     cr16_decode(ram, ram_size, pc, d);
     c->codeline[pc >> CR16_LINE_BITS] = 1;
     if (((pc + d->size - 1) >> CR16_LINE_BITS) < ((ram_size + 63) >> CR16_LINE_BITS))
@@ -601,7 +603,7 @@ op_MULSB: W16(A, (uint32_t)((int32_t)sxt(c->h[B], 8) * (int32_t)sxt(c->h[A], 8))
 op_MULSW:
     hp_set(c, A, (uint32_t)((int32_t)sxt(c->h[B], 16) * (int32_t)sxt(c->h[A], 16)));
     NEXT();
-op_MULUW: hp_set(c, A, (c->h[B] & 0xFFFF) * (c->h[A] & 0xFFFF)); NEXT();
+op_MULUW: hp_set(c, A, (uint32_t)c->h[B] * c->h[A]); NEXT();
 op_MACUW: hp_set(c, A, hp_get(c, A) + (r16_get(c, B & 15) & 0xFFFF) * (r16_get(c, B >> 4) & 0xFFFF)); NEXT();
 op_MACSW:
     hp_set(c, A, hp_get(c, A) + (uint32_t)((int32_t)sxt(r16_get(c, B & 15), 16) *
