@@ -93,7 +93,6 @@ struct cr16_cpu {
     uint8_t *dirty;            /* core dirty map, one byte per page */
     uint8_t *codeline;         /* one byte per 64-byte line: holds decoded code */
     dinsn **dpage;             /* decoded pages, CR16_DPAGES entries */
-    dinsn *free_dpages;        /* recycled decoded pages (linked through imm) */
     uint64_t insns;
     int svc_host;
     int halted;
