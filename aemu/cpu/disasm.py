@@ -170,24 +170,19 @@ def _x11(p0: int, rd: Read16, a: int) -> _Result:
     return 6, (p0, p1, p2), _BITOP[p1 >> 14] + "w", f"${_h(p1 >> 4 & 15)},{_long_mem(p1, p2)}"
 
 
-def _x12(p0: int, rd: Read16, a: int) -> _Result:
-    """0x0012: storb $imm4 / loadb / loadd / loadw long forms."""
-    p1, p2 = rd(a + 2), rd(a + 4)
-    mem, r, op = _long_mem(p1, p2), p1 >> 4 & 15, p1 >> 14
-    if op == 0:
-        return 6, (p0, p1, p2), "storb", f"${_h(r)},{mem}"
-    data = PAIR[r] if op == 2 else REG[r]
-    return 6, (p0, p1, p2), ("", "loadb", "loadd", "loadw")[op], f"{mem},{data}"
+def _long_ls(store: bool) -> _Handler:
+    """0x0012 (storb $imm4 / loadb / loadd / loadw) and 0x0013 (storw $imm4 / storb /
+    stord / storw): the 48-bit load/store forms."""
+    names = ("storw", "storb", "stord", "storw") if store else ("storb", "loadb", "loadd", "loadw")
 
-
-def _x13(p0: int, rd: Read16, a: int) -> _Result:
-    """0x0013: storw $imm4 / storb / stord / storw long forms."""
-    p1, p2 = rd(a + 2), rd(a + 4)
-    mem, r, op = _long_mem(p1, p2), p1 >> 4 & 15, p1 >> 14
-    if op == 0:
-        return 6, (p0, p1, p2), "storw", f"${_h(r)},{mem}"
-    data = PAIR[r] if op == 2 else REG[r]
-    return 6, (p0, p1, p2), ("", "storb", "stord", "storw")[op], f"{data},{mem}"
+    def h(p0: int, rd: Read16, a: int) -> _Result:
+        p1, p2 = rd(a + 2), rd(a + 4)
+        mem, r, op = _long_mem(p1, p2), p1 >> 4 & 15, p1 >> 14
+        if op == 0:
+            return 6, (p0, p1, p2), names[0], f"${_h(r)},{mem}"
+        data = PAIR[r] if op == 2 else REG[r]
+        return 6, (p0, p1, p2), names[op], f"{data},{mem}" if store else f"{mem},{data}"
+    return h
 
 
 def _x14(p0: int, rd: Read16, a: int) -> _Result:
@@ -245,7 +240,8 @@ def _multi(mn: str) -> _Handler:
     return lambda p0, rd, a: (2, (p0,), mn, f"${_h((p0 & 7) + 1)}")
 
 
-_S[0x10], _S[0x11], _S[0x12], _S[0x13], _S[0x14] = _x10, _x11, _x12, _x13, _x14
+_S[0x10], _S[0x11], _S[0x14] = _x10, _x11, _x14
+_S[0x12], _S[0x13] = _long_ls(False), _long_ls(True)
 _S[0x18], _S[0x19] = _neg(False), _neg(True)
 for _base, _mn in ((0x20, "addd"), (0x30, "subd"), (0x40, "andd"), (0x50, "ord"),
                    (0x60, "xord"), (0x70, "movd"), (0x90, "cmpd")):
