@@ -349,8 +349,13 @@ static inline void hp_set(struct cr16_cpu *c, unsigned o, uint32_t v)
     } while (0)
 #define PRIV() do { if (UNLIKELY(c->psr & CR16_PSR_U)) FAULT(CR16_VEC_UND, 0); } while (0)
 
+/* During the handler, insn_count is live: the instructions completed before
+ * this one, so devices see the exact cycle of the access. */
 #define MMIO(a, n, w, val) do {                                         \
+        uint64_t live_ = done + (uint64_t)(int64_t)(chunk_start - chunk) - 1; \
+        c->insns += live_;                                              \
         int rc_ = cr16_mmio_access(c, (a), (n), (w), &(val));          \
+        c->insns -= live_;                                              \
         if (rc_ < 0) FAULT(CR16_VEC_IAD, (a));                          \
         if (rc_ > 0) stop_after = 1;                                    \
         FORCE_CHECK();                                                  \

@@ -62,6 +62,7 @@ MmioWrite = Callable[[int, int, int], None]
 @ffi.def_extern()
 def _aemu_mmio(opaque, offset, size, is_write, value):  # pragma: no cover - via C
     window = ffi.from_handle(opaque)
+    cpu = window.cpu
     try:
         if is_write:
             stop = window.write(offset, size, value[0])
@@ -71,7 +72,10 @@ def _aemu_mmio(opaque, offset, size, is_write, value):  # pragma: no cover - via
     except MmioBusError:
         return -1
     except BaseException as exc:  # keep the error; end the slice cleanly
-        window.cpu._mmio_error = exc
+        cpu._mmio_error = exc
+        return 1
+    if cpu._end_slice:
+        cpu._end_slice = False
         return 1
     return 1 if stop else 0
 
@@ -108,6 +112,7 @@ class Cpu:
         self._executed = ffi.new("uint64_t *")
         self._windows: dict[int, _Window] = {}
         self._mmio_error: BaseException | None = None
+        self._end_slice = False
         self.ram_size = ram_size
         #: zero-copy, writable view of guest RAM.  Writing through it bypasses
         #: dirty tracking and the decode cache: use write(), or invalidate().
@@ -124,6 +129,11 @@ class Cpu:
             err, self._mmio_error = self._mmio_error, None
             raise err
         return Exit(why), self._executed[0]
+
+    def end_slice(self) -> None:
+        """From an MMIO handler: end the slice after the current instruction
+        (e.g. a device scheduled an event earlier than the slice's end)."""
+        self._end_slice = True
 
     def request_stop(self) -> None:
         """Make a running slice return :attr:`Exit.STOP` soon (thread-safe)."""

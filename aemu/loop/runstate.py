@@ -1,0 +1,17 @@
+"""Run states, named as QEMU names them (qapi RunState)."""
+from __future__ import annotations
+
+import enum
+
+
+class RunState(str, enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"          # waiting for an interrupt that nothing can raise
+    SHUTDOWN = "shutdown"            # the program ended (exit, kill) or the host stopped it
+    GUEST_PANICKED = "guest-panicked"  # an exception the guest could not take
+    DEBUG = "debug"                  # stopped at a breakpoint (excp bpt without a handler)
+    INTERNAL_ERROR = "internal-error"
+
+    def __str__(self) -> str:
+        return self.value
