@@ -290,7 +290,7 @@ int cr16_map_mmio(struct cr16_cpu *c, uint32_t base, uint32_t size, cr16_mmio_fn
         if (base < (uint64_t)w->base + w->size && w->base < end)
             return -1;
     }
-    c->mmio[c->nmmio++] = (struct mmio_window){base, size, fn, opaque};
+    c->mmio[c->nmmio++] = (struct mmio_window){base, size, fn, opaque, 0, {{0}}};
     return 0;
 }
 
@@ -308,8 +308,47 @@ int cr16_mmio_access(struct cr16_cpu *c, uint32_t addr, int size, int is_write, 
 {
     for (int i = 0; i < c->nmmio; i++) {
         const struct mmio_window *w = &c->mmio[i];
-        if (addr >= w->base && (uint64_t)addr + (uint32_t)size <= (uint64_t)w->base + w->size)
-            return w->fn(w->opaque, addr - w->base, size, is_write, v);
+        if (addr >= w->base && (uint64_t)addr + (uint32_t)size <= (uint64_t)w->base + w->size) {
+            uint32_t off = addr - w->base;
+            if (!is_write) {
+                for (int k = 0; k < w->nshadow; k++) {
+                    const struct mmio_shadow *sh = &w->shadow[k];
+                    if (sh->offset == off && sh->size == (uint32_t)size) {
+                        *v = c->insns + c->cycle_offset < sh->at ? sh->before : sh->after;
+                        return 0;
+                    }
+                }
+            }
+            return w->fn(w->opaque, off, size, is_write, v);
+        }
     }
     return -1;
 }
+
+int cr16_mmio_shadow(struct cr16_cpu *c, uint32_t base, uint32_t offset, uint32_t size,
+                     uint32_t before, uint32_t after, uint64_t at, int remove)
+{
+    for (int i = 0; i < c->nmmio; i++) {
+        struct mmio_window *w = &c->mmio[i];
+        if (w->base != base)
+            continue;
+        for (int k = 0; k < w->nshadow; k++) {
+            if (w->shadow[k].offset == offset && w->shadow[k].size == size) {
+                if (remove)
+                    w->shadow[k] = w->shadow[--w->nshadow];
+                else
+                    w->shadow[k] = (struct mmio_shadow){offset, size, before, after, at};
+                return 0;
+            }
+        }
+        if (remove)
+            return 0;
+        if (w->nshadow >= CR16_MAX_SHADOW)
+            return -1;
+        w->shadow[w->nshadow++] = (struct mmio_shadow){offset, size, before, after, at};
+        return 0;
+    }
+    return -1;
+}
+
+void cr16_set_cycle_offset(struct cr16_cpu *c, uint64_t offset) { c->cycle_offset = offset; }

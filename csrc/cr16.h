@@ -41,6 +41,7 @@ enum {
 #define CR16_PAGE_SIZE (1u << CR16_PAGE_BITS)
 #define CR16_MAX_DIRTY_CONSUMERS 8
 #define CR16_MAX_MMIO 32
+#define CR16_MAX_SHADOW 8
 
 /* ---- API: everything below is also cffi's cdef (aemu/cpu/_build.py) ---- */
 
@@ -120,5 +121,13 @@ uint32_t cr16_dirty_pages(const struct cr16_cpu *cpu);    /* map length */
 int cr16_map_mmio(struct cr16_cpu *cpu, uint32_t base, uint32_t size, cr16_mmio_fn fn,
                   void *opaque);
 void cr16_unmap_mmio(struct cr16_cpu *cpu, uint32_t base);
+/* Let C answer reads of one register of the window at `base` (a polled
+ * status register must not cost a call into the handler): the value is
+ * `before` until cycle `at`, `after` from then on (`at` = 0: always `after`).
+ * Cycles are insn_count + cycle_offset.  remove != 0 drops the shadow.
+ * Returns 0, or -1 (no such window, table full). */
+int cr16_mmio_shadow(struct cr16_cpu *cpu, uint32_t base, uint32_t offset, uint32_t size,
+                     uint32_t before, uint32_t after, uint64_t at, int remove);
+void cr16_set_cycle_offset(struct cr16_cpu *cpu, uint64_t offset);
 
 #endif

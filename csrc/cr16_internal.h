@@ -66,10 +66,20 @@ enum {
     OP_COUNT
 };
 
+/* A register whose reads C answers without calling the handler: `before`
+ * until the cycle `at`, `after` from then on (a constant when at = 0). */
+struct mmio_shadow {
+    uint32_t offset, size;
+    uint32_t before, after;
+    uint64_t at;
+};
+
 struct mmio_window {
     uint32_t base, size;
     cr16_mmio_fn fn;
     void *opaque;
+    int nshadow;
+    struct mmio_shadow shadow[CR16_MAX_SHADOW];
 };
 
 struct cr16_cpu {
@@ -94,6 +104,7 @@ struct cr16_cpu {
     uint8_t *codeline;         /* one byte per 64-byte line: holds decoded code */
     dinsn **dpage;             /* decoded pages, CR16_DPAGES entries */
     uint64_t insns;
+    uint64_t cycle_offset;     /* cycles = insns + cycle_offset (idle time) */
     int svc_host;
     int halted;
     int irq;                   /* raised maskable vector, 0 = none */

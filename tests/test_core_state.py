@@ -135,3 +135,42 @@ def test_pc_wraps_at_16_mib() -> None:
     cpu.set_state({"pc": 0xFFFFFE})
     why, n = cpu.run(10)
     assert (why, n, cpu.pc) == (Exit.SYSCALL, 1, 0)
+
+
+# -- shadowed MMIO registers ---------------------------------------------------
+
+def _poll_once(cpu: Cpu) -> int:
+    """movd $0x20000,(r1,r0); loadw 2(r1,r0),r2; excp svc -> r2."""
+    cpu.set_state({"pc": CODE})
+    why, _ = cpu.run(10)
+    assert why == Exit.SYSCALL
+    return cpu.reg(2)
+
+
+def test_shadowed_register_reads_skip_the_handler() -> None:
+    cpu = Cpu(1 << 16)
+    calls: list[int] = []
+    cpu.map_mmio(0x20000, 0x100, lambda off, size: calls.append(off) or 0x1234,
+                 lambda off, size, value: False)
+    cpu.write(CODE, code((0x0502, 0x0000), 0x9120, SVC))
+    assert _poll_once(cpu) == 0x1234 and calls == [2]
+    cpu.mmio_shadow(0x20000, 2, 2, 0xBEEF)
+    assert _poll_once(cpu) == 0xBEEF and calls == [2]          # no call
+    cpu.mmio_shadow(0x20000, 4, 2, 0x1111)                       # another offset: no effect
+    assert _poll_once(cpu) == 0xBEEF
+    cpu.mmio_shadow(0x20000, 2, 2, None)                         # removed: the handler again
+    assert _poll_once(cpu) == 0x1234 and calls == [2, 2]
+
+
+def test_shadow_value_changes_at_its_cycle() -> None:
+    cpu = Cpu(1 << 16)
+    cpu.map_mmio(0x20000, 0x100, lambda off, size: 0, lambda off, size, value: False)
+    cpu.write(CODE, code((0x0502, 0x0000), 0x9120, SVC))
+    start = cpu.insn_count
+    # the loadw is the 2nd instruction of each 3-instruction probe: 1 completed before it
+    cpu.mmio_shadow(0x20000, 2, 2, 1, before=0, at_cycle=start + 1 + 3)
+    assert _poll_once(cpu) == 0          # read at cycle start+1 < at
+    assert _poll_once(cpu) == 1          # read at cycle start+4 == at
+    cpu.mmio_shadow(0x20000, 2, 2, 1, before=0, at_cycle=cpu.insn_count + 1 + 100)
+    cpu.cycle_offset = 100               # idle time counts too
+    assert _poll_once(cpu) == 1

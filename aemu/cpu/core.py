@@ -113,6 +113,7 @@ class Cpu:
         self._windows: dict[int, _Window] = {}
         self._mmio_error: BaseException | None = None
         self._end_slice = False
+        self._cycle_offset = 0
         self.ram_size = ram_size
         #: zero-copy, writable view of guest RAM.  Writing through it bypasses
         #: dirty tracking and the decode cache: use write(), or invalidate().
@@ -302,6 +303,29 @@ class Cpu:
         if lib.cr16_map_mmio(self._cpu, base, size, lib._aemu_mmio, window.handle) != 0:
             raise ValueError(f"MMIO window {base:#x}+{size:#x} overlaps RAM or another window")
         self._windows[base] = window
+
+    def mmio_shadow(self, base: int, offset: int, size: int, value: int | None = None, *,
+                    before: int = 0, at_cycle: int = 0) -> None:
+        """Let the core answer reads of one register of the window at ``base``
+        without calling its read handler (for polled status registers): the
+        register reads ``before`` until cycle ``at_cycle`` and ``value`` from
+        then on (cycles = insn_count + cycle_offset).  ``value=None`` removes
+        the shadow, so reads reach the handler again."""
+        remove = value is None
+        rc = lib.cr16_mmio_shadow(self._cpu, base, offset, size, before & 0xFFFFFFFF,
+                                  (value or 0) & 0xFFFFFFFF, max(at_cycle, 0), 1 if remove else 0)
+        if rc != 0:
+            raise ValueError(f"no MMIO window at {base:#x}, or too many shadowed registers")
+
+    @property
+    def cycle_offset(self) -> int:
+        """Cycles that passed without instructions (for shadow registers' time)."""
+        return self._cycle_offset
+
+    @cycle_offset.setter
+    def cycle_offset(self, value: int) -> None:
+        self._cycle_offset = value
+        lib.cr16_set_cycle_offset(self._cpu, value)
 
     def unmap_mmio(self, base: int) -> None:
         lib.cr16_unmap_mmio(self._cpu, base)
