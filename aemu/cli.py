@@ -117,21 +117,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the instruction trace to FILE instead")
     run.add_argument("--stats", action="store_true",
                      help="print instructions, wall time, MIPS and exit reason to stderr")
-    run.add_argument("--ram-size", type=parse_size, metavar="SIZE", default="20M",
-                     help="guest RAM at address 0 (suffix K or M; default 20M)")
+    run.add_argument("--board", metavar="FILE",
+                     help="board description (TOML, see docs/board.md); default: the built-in "
+                          "board (20 MiB RAM, ICU, two timers, UART, watchdog)")
+    run.add_argument("--ram-size", type=parse_size, metavar="SIZE",
+                     help="guest RAM at address 0 (suffix K or M; default: the board's, 20M)")
     run.add_argument("--fs-root", metavar="DIR",
                      help="let the guest open, create, rename and unlink files below DIR")
     run.add_argument("--binary", type=parse_addr, metavar="ADDR",
                      help="PROGRAM is a raw binary image to load at ADDR")
     run.add_argument("--entry", type=parse_addr, metavar="ADDR",
                      help="start at ADDR (default: the ELF entry point, or the --binary ADDR)")
-    run.add_argument("--cpu-hz", type=parse_hz, metavar="HZ", default="100M",
-                     help="CPU frequency for the virtual clock (default 100M: 10 ns per "
-                          "instruction)")
+    run.add_argument("--cpu-hz", type=parse_hz, metavar="HZ",
+                     help="CPU frequency for the virtual clock (default: the board's, 100M: "
+                          "10 ns per instruction)")
+    run.add_argument("--pace", choices=("fast", "realtime"), default="fast",
+                     help="fast: as fast as possible, virtual time jumps while the guest "
+                          "waits (default); realtime: virtual time never runs ahead of wall "
+                          "time")
+    run.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                     help="event loop (default uvloop)")
+    run.add_argument("--uart", metavar="SPEC",
+                     help="host back-end of uart0: stdout (the default board's: output "
+                          "only, stdin stays with the program's read()), stdio, none, "
+                          "file:PATH, unix:PATH, tcp:[HOST:]PORT or pty")
+    run.add_argument("--forever", action="store_true",
+                     help="the bundled demo runs until interrupted instead of a few virtual "
+                          "seconds")
     run.set_defaults(subparser=run)
-    run.add_argument("--svc", choices=("host", "guest"), default="host",
-                     help="'excp svc' is a host call (default) or a trap into the guest's "
-                          "SVC handler")
+    run.add_argument("--svc", choices=("host", "guest"),
+                     help="'excp svc' is a host call (the default board's setting) or a trap "
+                          "into the guest's SVC handler")
     return parser
 
 
@@ -139,9 +155,26 @@ def _error(message: str) -> None:
     print(f"aemu: {message}", file=sys.stderr, flush=True)
 
 
+def _board(opts: argparse.Namespace, parser: argparse.ArgumentParser):
+    from aemu.hw.board import BoardError, default_board, load_board
+
+    try:
+        board = load_board(opts.board) if opts.board else default_board()
+        changes = {k: v for k, v in (("ram_size", opts.ram_size), ("cpu_hz", opts.cpu_hz),
+                                     ("svc", opts.svc)) if v is not None}
+        if changes:
+            board = board.with_changes(**changes)
+        board.validate()
+    except (BoardError, OSError) as exc:
+        _error(f"board: {exc}")
+        return None
+    return board
+
+
 def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from aemu.hw.loader import LoadError
-    from aemu.hw.program import STATUS_LOAD_ERROR, run_program
+    from aemu.hw.program import STATUS_LOAD_ERROR
+    from aemu.loop.machine import MachineError, run_sync
 
     args = list(opts.args)
     if opts.program is None and args:
@@ -150,12 +183,9 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--binary needs a PROGRAM")
     if opts.fs_root is not None and not os.path.isdir(opts.fs_root):
         parser.error(f"--fs-root {opts.fs_root}: not a directory")
-    from aemu.cpu import Cpu
-
-    try:
-        cpu = Cpu(opts.ram_size, svc_host=opts.svc == "host")
-    except ValueError as exc:  # a RAM size the core refuses
-        parser.error(f"--ram-size: {exc}")
+    board = _board(opts, parser)
+    if board is None:
+        return 2
 
     with contextlib.ExitStack() as stack:
         if opts.program is None:
@@ -172,6 +202,8 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 return STATUS_LOAD_ERROR
             program = stack.enter_context(as_file(resource))
             name = DEMO_NAME
+            if opts.forever:
+                args = ["--forever"]
         else:
             program, name = opts.program, opts.program
         trace = None
@@ -182,14 +214,26 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 parser.error(f"--trace-file {opts.trace_file}: {exc.strerror}")
         elif opts.trace:
             trace = sys.stderr
+        # a board's stdio UART writes to stdout; stdin stays with the host
+        # services (semihosting read) unless --uart stdio hands it over
+        backends = {name: "stdout" for name, conf in board.uart_backends().items()
+                    if conf.get("backend") == "stdio"}
+        if opts.uart:
+            backends["uart0"] = opts.uart
         try:
-            result = run_program(
-                program, args, name=name, binary_addr=opts.binary, entry=opts.entry,
-                cpu=cpu, max_insns=opts.max_insns, trace=trace, fs_root=opts.fs_root,
-                cpu_hz=opts.cpu_hz)
+            result = run_sync(board, program, loop=opts.loop, args=args, name=name,
+                              binary_addr=opts.binary, entry=opts.entry, pace=opts.pace,
+                              max_insns=opts.max_insns, trace=trace, fs_root=opts.fs_root,
+                              backends=backends)
         except LoadError as exc:
             _error(str(exc))
             return STATUS_LOAD_ERROR
+        except MachineError as exc:
+            _error(str(exc))
+            return 2
+        except KeyboardInterrupt:
+            _error("interrupted")
+            return 130
     if result.message and result.reason not in ("exit", "unknown-service"):
         _error(result.message)
     if opts.stats:

@@ -1,0 +1,1 @@
+"""Board files shipped with aemu (package data: ``default.toml``)."""

@@ -1,0 +1,574 @@
+"""A VM: the CPU, a board's devices, the program image, and the asyncio task
+that interleaves CPU slices with timers, host I/O and control.
+
+    async with Machine(default_board(), "prog.elf") as vm:
+        result = await vm.run()
+
+The slice loop: fire the timers that are due, feed host input to the UARTs,
+cut the budget at the next timer deadline (so a timer fires exactly at its
+cycle, never "a slice late"), run the slice in C, handle why it ended, pace
+against the wall clock if asked, and yield to the event loop.  Slices run on
+the loop thread: a slice is short (``slice_insns``, ~0.25 ms by default), so
+control and I/O stay responsive and other tasks only ever see the machine
+between slices.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence, TextIO
+
+from aemu.cpu import Cpu, Exit, MmioBusError, Vector
+from aemu.hw.device import BusError, Device
+from aemu.hw.loader import LoadedImage, load_binary, load_elf, write_host_block
+from aemu.hw.program import (STATUS_ABORT, STATUS_FAULT, STATUS_MAX_INSNS, VEC_BPT, VEC_IAD,
+                             RunResult)
+from aemu.hw.semihost import SERVICES, Semihost
+
+from .clock import VirtualClock
+from .runstate import RunState
+from .timers import Timer, TimerQueue
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aemu.hw.board import Board
+    from aemu.hw.chardev import CharBackend
+
+DEFAULT_SLICE = 100_000       #: instructions per slice: ~0.25 ms of host time
+PACES = ("fast", "realtime")
+#: run states in which the guest can no longer run
+ENDED = (RunState.SHUTDOWN, RunState.GUEST_PANICKED, RunState.DEBUG, RunState.INTERNAL_ERROR)
+INPUT_HIGH_WATER = 64 * 1024  #: host input buffered per UART before reading pauses
+
+
+class MachineError(Exception):
+    """The machine cannot be built (bad board, image, back-end)."""
+
+
+def backend_spec(conf: dict) -> str:
+    """A board file's UART back-end keys as a back-end spec string."""
+    kind = conf.get("backend", "null")
+    if kind == "null":
+        return "none"
+    if kind in ("file", "unix"):
+        return f"{kind}:{conf['path']}"
+    if kind == "tcp":
+        return f"tcp:{conf.get('host', '127.0.0.1')}:{conf['port']}"
+    return str(kind)
+
+
+class _Context:
+    """What the machine offers its devices (aemu.hw.device.DeviceContext)."""
+
+    def __init__(self, vm: "Machine") -> None:
+        self._vm = vm
+        self.cpu_hz = vm.board.cpu_hz
+
+    def now(self) -> int:
+        return self._vm.clock.cycles()
+
+    def schedule(self, cycle: int, callback: Callable[[], None]) -> Timer:
+        vm = self._vm
+        timer = vm.timers.schedule(cycle, callback)
+        if cycle < vm._slice_end:          # sooner than the running slice ends
+            vm.cpu.end_slice()
+        return timer
+
+    def irq(self, line: int):
+        if self._vm.icu is None:
+            raise MachineError("this board has no interrupt controller")
+        return self._vm.icu.line(line)
+
+    def raise_nmi(self) -> None:
+        icu = self._vm.icu
+        if icu is not None:
+            icu.raise_nmi()
+        else:
+            self._vm.cpu.raise_nmi()
+
+    def request_reset(self) -> None:
+        self._vm._reset_requested = True
+        self._vm.cpu.end_slice()
+
+    def warn(self, message: str) -> None:
+        self._vm.warn(message)
+
+    def shadow(self, device: Device, offset: int, size: int, value: int | None, *,
+               before: int = 0, at_cycle: int = 0) -> None:
+        self._vm.cpu.mmio_shadow(device.base, offset, size, value, before=before,
+                                 at_cycle=at_cycle)
+
+
+class Machine:
+    """One VM.  Build it, then ``await start()`` (or ``async with``)."""
+
+    def __init__(self, board: "Board | None" = None, image: str | os.PathLike | bytes | None = None,
+                 *, args: Sequence[str] = (), name: str | None = None, pace: str = "fast",
+                 fs_root: str | os.PathLike | None = None, stdin: BinaryIO | None = None,
+                 stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
+                 trace: TextIO | None = None, max_insns: int | None = None,
+                 slice_insns: int = DEFAULT_SLICE, binary_addr: int | None = None,
+                 entry: int | None = None, warn: Callable[[str], None] | None = None,
+                 backends: dict[str, "CharBackend"] | None = None,
+                 start_paused: bool = False) -> None:
+        from aemu.hw.board import default_board
+        from aemu.hw.devices import DEVICE_KINDS
+
+        if pace not in PACES:
+            raise MachineError(f"unknown pacing {pace!r}: use {' or '.join(PACES)}")
+        if slice_insns < 1:
+            raise MachineError("slice_insns must be positive")
+        self.board = board if board is not None else default_board()
+        self.board.validate()
+        self.pace = pace
+        self.slice_insns = slice_insns
+        self.max_insns = max_insns
+        self.warn = warn or (lambda text: print(f"aemu: warning: {text}", file=sys.stderr,
+                                                flush=True))
+        self._start_paused = start_paused
+        self.cpu = Cpu(self.board.ram_size, svc_host=self.board.svc == "host")
+        self.clock = VirtualClock(self.board.cpu_hz, lambda: self.cpu.insn_count)
+        self.timers = TimerQueue()
+        self._slice_end = 0
+        self._reset_requested = False
+        self.ctx = _Context(self)
+
+        # devices: the interrupt controller first, since the others take lines from it
+        self.devices: dict[str, Device] = {}
+        self.icu: Any = None
+        self._uart_backends: dict[str, Any] = {}
+        uart_backends = self.board.uart_backends()
+        specs = sorted(self.board.devices, key=lambda s: s.kind != "icu")
+        for spec in specs:
+            cls = DEVICE_KINDS[spec.kind]
+            kwargs = spec.kwargs()
+            if spec.kind == "icu":
+                kwargs.update(deliver=self.cpu.set_irq, nmi=self.cpu.raise_nmi)
+            device = cls(spec.name, spec.base, self.ctx, **kwargs)
+            if spec.kind == "icu":
+                self.icu = device
+            if spec.kind == "uart":
+                self._uart_backends[spec.name] = (backends or {}).get(
+                    spec.name, backend_spec(uart_backends[spec.name]))
+            self.devices[spec.name] = device
+            self._map(device)
+
+        # the program
+        self._image_source = image
+        self._args = list(args)
+        self._binary_addr, self._entry = binary_addr, entry
+        if name is None:
+            name = "program" if isinstance(image, (bytes, bytearray)) or image is None \
+                else os.fspath(image)
+        self.name = name
+        self.image: LoadedImage | None = None
+        if image is not None:
+            self._load()
+        self._stdout = stdout
+        self.semihost = Semihost(self.cpu, fs_root=fs_root, stdin=stdin, stdout=stdout,
+                                 stderr=stderr, cpu_hz=self.board.cpu_hz, warn=self.warn,
+                                 cycles=self.clock.cycles)
+        self.tracer = None
+        if trace is not None:
+            from aemu.cpu.trace import Tracer
+            self.tracer = Tracer(self.cpu, trace)
+
+        self.state = RunState.PAUSED
+        self.result: RunResult | None = None
+        self._listeners: list[asyncio.Queue] = []
+        self._changed: asyncio.Event | None = None
+        self._input_event: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._stop_at: int | None = None
+        self._inputs: dict[str, bytearray] = {}
+        self._backends: dict[str, "CharBackend"] = {}
+        self._wall_start = 0.0
+        self._wall_ns_at_start = 0
+        self._run_wall = 0.0
+
+    # -- building ------------------------------------------------------------
+    def _map(self, device: Device) -> None:
+        warn = self.warn
+
+        def read(offset: int, size: int) -> int:
+            try:
+                return device.read(offset, size)
+            except BusError as exc:
+                warn(f"bus error: {exc}")
+                raise MmioBusError(str(exc)) from None
+
+        def write(offset: int, size: int, value: int) -> bool:
+            try:
+                device.write(offset, size, value)
+            except BusError as exc:
+                warn(f"bus error: {exc}")
+                raise MmioBusError(str(exc)) from None
+            return False
+
+        try:
+            self.cpu.map_mmio(device.base, device.size, read, write)
+        except ValueError as exc:
+            raise MachineError(f"{device.name}: {exc}") from None
+
+    def _load(self) -> None:
+        src = self._image_source
+        if self._binary_addr is not None:
+            self.image = load_binary(self.cpu, src, self._binary_addr, self._entry, name=self.name)
+        else:
+            self.image = load_elf(self.cpu, src, name=self.name)
+            if self._entry is not None:
+                self.cpu.pc = self._entry
+        warning = write_host_block(self.cpu, self.image, [self.name, *self._args])
+        if warning:
+            self.warn(warning)
+
+    def device(self, name: str) -> Device:
+        return self.devices[name]
+
+    @property
+    def cycles(self) -> int:
+        return self.clock.cycles()
+
+    # -- life cycle ------------------------------------------------------------
+    async def __aenter__(self) -> "Machine":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the UART back-ends and start the slice loop (running, unless
+        ``start_paused``)."""
+        from aemu.hw.chardev import open_backend
+
+        self._changed = asyncio.Event()
+        self._input_event = asyncio.Event()
+        for name, spec in self._uart_backends.items():
+            if isinstance(spec, str):
+                backend = open_backend(spec, stdout=self._stdout)
+            else:
+                backend = spec
+            await backend.open()
+            backend.set_receiver(lambda data, n=name: self._on_input(n, data))
+            self.devices[name].attach(backend)
+            self._backends[name] = backend
+            self._inputs[name] = bytearray()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"vm {self.name}")
+        if not self._start_paused:
+            self.resume()
+
+    async def close(self) -> None:
+        """Stop the loop and release host resources; the guest is lost."""
+        self._closing = True
+        self._poke()
+        if self._task is not None:
+            try:
+                await self._task
+            finally:
+                self._task = None
+        for backend in self._backends.values():
+            await backend.close()
+        self._backends.clear()
+        self.semihost.close()
+        if self.tracer is not None:
+            self.tracer.flush()
+
+    # -- control ------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue:
+        """A queue of events: dicts with "event" (STOP, RESUME, RESET, SHUTDOWN,
+        GUEST_PANICKED, SUSPEND), "data" and "timestamp" (host seconds)."""
+        q: asyncio.Queue = asyncio.Queue()
+        self._listeners.append(q)
+        return q
+
+    def _emit(self, event: str, **data: Any) -> None:
+        item = {"event": event, "data": data, "timestamp": time.time()}
+        for q in self._listeners:
+            q.put_nowait(item)
+
+    def _set_state(self, state: RunState, event: str | None = None, **data: Any) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        if event:
+            self._emit(event, **data)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    def pause(self) -> None:
+        """Stop before the next slice (a STOP event)."""
+        if self.state in (RunState.RUNNING, RunState.SUSPENDED):
+            self._set_state(RunState.PAUSED, "STOP")
+
+    def resume(self) -> None:
+        """Continue a paused machine (a RESUME event)."""
+        if self.state is RunState.PAUSED:
+            self._mark_wall()
+            self._set_state(RunState.RUNNING, "RESUME")
+
+    def system_reset(self) -> None:
+        """Reset the board now: CPU, devices, program image (a RESET event)."""
+        self.timers.clear()
+        self.cpu.set_irq(0)
+        self.cpu.halted = False
+        for device in self.devices.values():
+            device.reset()
+        self.cpu.reset()
+        if self._image_source is not None:
+            self._load()
+        self._reset_requested = False
+        self._emit("RESET", guest=True, reason="guest-reset")
+        if self.state is RunState.SUSPENDED:
+            self._set_state(RunState.RUNNING, "RESUME")
+
+    async def wait_state(self, *states: RunState) -> RunState:
+        """Wait until the machine is in one of ``states`` (default: ended)."""
+        wanted = states or ENDED
+        assert self._changed is not None, "start() the machine first"
+        while self.state not in wanted:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.state
+
+    async def run_until(self, *, cycles: int | None = None, ns: int | None = None) -> RunState:
+        """Run until the virtual clock reaches ``cycles`` (or ``ns``) and pause
+        there exactly; returns the state (PAUSED, or how the run ended)."""
+        if (cycles is None) == (ns is None):
+            raise ValueError("give exactly one of cycles= or ns=")
+        target = cycles if cycles is not None else self.clock.ns_to_cycles(ns)  # type: ignore[arg-type]
+        if target <= self.cycles:
+            return self.state
+        self._stop_at = target
+        self.resume()
+        await self.wait_state(RunState.PAUSED, *ENDED)
+        return self.state
+
+    async def run(self) -> RunResult:
+        """Run to the end of the program; the result says how it ended."""
+        self.resume()
+        await self.wait_state(RunState.SUSPENDED, *ENDED)
+        assert self.result is not None
+        return self.result
+
+    # -- host input ---------------------------------------------------------------
+    def _on_input(self, uart: str, data: bytes) -> None:
+        buf = self._inputs[uart]
+        buf += data
+        if len(buf) > INPUT_HIGH_WATER:
+            self._backends[uart].pause_reading()
+        assert self._input_event is not None
+        self._input_event.set()
+
+    def _feed_uarts(self) -> None:
+        for name, buf in self._inputs.items():
+            if buf:
+                taken = self.devices[name].receive(bytes(buf[:64]))
+                if taken:
+                    del buf[:taken]
+                    if len(buf) < INPUT_HIGH_WATER // 2:
+                        self._backends[name].resume_reading()
+
+    def _input_possible(self) -> bool:
+        return any(buf for buf in self._inputs.values()) or any(
+            b.input_possible for b in self._backends.values())
+
+    # -- the slice loop -----------------------------------------------------------
+    async def _run(self) -> None:
+        assert self._changed is not None
+        try:
+            while not self._closing:
+                if self.state is not RunState.RUNNING:
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
+                await self._slice()
+        except Exception as exc:   # a bug of ours: keep the host up, say what happened
+            self._end(RunResult(reason="internal-error", status=STATUS_ABORT,
+                                insns=self.cpu.insn_count, wall=self._run_wall,
+                                message=f"internal error: {exc!r}", pc=self.cpu.pc),
+                      RunState.INTERNAL_ERROR)
+            raise
+
+    def _mark_wall(self) -> None:
+        """Real-time pacing measures from here: virtual ns ~ wall ns."""
+        self._wall_start = time.monotonic()
+        self._wall_ns_at_start = self.clock.ns()
+
+    async def _slice(self) -> None:
+        cpu, clock = self.cpu, self.clock
+        now = clock.cycles()
+        self.timers.fire_due(now)
+        if self._reset_requested:
+            self.system_reset()
+        if self._inputs:
+            self._feed_uarts()
+        if self._stop_at is not None and now >= self._stop_at:
+            self._stop_at = None
+            self._set_state(RunState.PAUSED, "STOP")
+            return
+        budget = self.slice_insns
+        nxt = self.timers.next_cycle()
+        if nxt is not None:
+            budget = min(budget, max(nxt - now, 1))
+        if self._stop_at is not None:
+            budget = min(budget, self._stop_at - now)
+        if self.max_insns is not None:
+            left = self.max_insns - cpu.insn_count
+            if left <= 0:
+                self._finish("max-insns", STATUS_MAX_INSNS,
+                             message=f"instruction limit reached: {self.max_insns} instructions "
+                                     f"executed, stopped at pc {cpu.pc:#x}")
+                return
+            budget = min(budget, left)
+        self._slice_end = now + budget
+        t0 = time.perf_counter()
+        why, _ = self.tracer.run(budget) if self.tracer else cpu.run(budget)
+        self._run_wall += time.perf_counter() - t0
+        self._slice_end = 0
+        if why == Exit.SYSCALL:
+            self._syscall()
+        elif why == Exit.HALT:
+            await self._idle()
+            return
+        elif why == Exit.FAULT or why == Exit.BREAKPOINT:
+            self._fault(why)
+            return
+        await self._pace()
+
+    def _syscall(self) -> None:
+        host, tracer = self.semihost, self.tracer
+        before = self.cpu.get_state() if tracer else None
+        stop = host.handle()
+        if tracer:
+            code = before["r"][0] & 0xFFFF  # type: ignore[index]
+            tracer.host_call(SERVICES.get(code, f"service {code:#x}"), before)
+        if stop is None:
+            return
+        if stop.kind == "exit":
+            self._finish("exit", stop.value & 0xFF, exit_value=stop.value)
+        elif stop.kind == "signal":
+            self._finish("signal", (128 + stop.value) & 0xFF,
+                         message=f"guest killed by signal {stop.value}")
+        else:
+            self._finish("unknown-service", stop.value & 0xFF, exit_value=stop.value,
+                         message=f"unknown host service {stop.code:#x}")
+
+    def _fault(self, why: Exit) -> None:
+        vector, pc, addr = self.cpu.fault
+        if why == Exit.BREAKPOINT:
+            self._finish("breakpoint", STATUS_FAULT[VEC_BPT][0], fault=(vector, pc, addr),
+                         message=f"guest breakpoint (excp bpt) at pc {pc:#x} (vector {VEC_BPT})",
+                         state=RunState.DEBUG)
+            return
+        status, what = STATUS_FAULT.get(vector, (STATUS_ABORT, None))
+        if what is None:
+            try:
+                what = f"unhandled exception {Vector(vector).name}"
+            except ValueError:
+                what = f"unhandled exception {vector}"
+        if vector == VEC_IAD:
+            what = f"{what} {addr:#x}"
+        self._finish("fault", status, fault=(vector, pc, addr),
+                     message=f"guest fault: {what} at pc {pc:#x} (vector {vector})",
+                     state=RunState.GUEST_PANICKED)
+
+    async def _idle(self) -> None:
+        """The CPU waits for an interrupt: let virtual time pass."""
+        now = self.clock.cycles()
+        nxt = self.timers.next_cycle()
+        if self._stop_at is not None and (nxt is None or self._stop_at < nxt):
+            nxt = self._stop_at
+        if nxt is None and not self._input_possible():
+            self._finish("halt", STATUS_ABORT, state=RunState.SUSPENDED, event="SUSPEND",
+                         message="guest is waiting for an interrupt but no interrupt source "
+                                 f"exists (pc {self.cpu.pc:#x})")
+            return
+        assert self._input_event is not None and self._changed is not None
+        if self.pace == "fast" and nxt is not None:
+            self._skip(nxt - now)
+            await asyncio.sleep(0)
+            return
+        # wait for the deadline in wall time (realtime), or for input / control
+        timeout = None
+        if nxt is not None:
+            wall_due = self._wall_start + (self.clock.cycles_to_ns(nxt) - self._wall_ns_at_start) / 1e9
+            timeout = max(0.0, wall_due - time.monotonic())
+        self._input_event.clear()
+        self._changed.clear()
+        waiters = [asyncio.ensure_future(self._input_event.wait()),
+                   asyncio.ensure_future(self._changed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if self.pace == "realtime":
+            elapsed_ns = int((time.monotonic() - self._wall_start) * 1e9)
+            target = self.clock.ns_to_cycles(self._wall_ns_at_start + elapsed_ns)
+            if nxt is not None:
+                target = min(target, nxt)
+            self._skip(target - now)
+        elif nxt is not None:
+            self._skip(nxt - now)
+
+    def _skip(self, cycles: int) -> None:
+        """Virtual time passes with the CPU asleep (the core learns it too, for
+        shadowed registers that change at a cycle)."""
+        self.clock.skip(cycles)
+        self.cpu.cycle_offset = self.clock.idle_cycles
+
+    async def _pace(self) -> None:
+        if self.pace == "realtime":
+            ahead = (self.clock.ns() - self._wall_ns_at_start) / 1e9 \
+                - (time.monotonic() - self._wall_start)
+            if ahead > 0.0005:
+                await asyncio.sleep(ahead)
+                return
+        await asyncio.sleep(0)
+
+    def _finish(self, reason: str, status: int, *, state: RunState = RunState.SHUTDOWN,
+                event: str | None = None, **kw: Any) -> None:
+        self._end(RunResult(reason=reason, status=status, insns=self.cpu.insn_count,
+                            wall=self._run_wall, pc=self.cpu.pc, **kw), state, event)
+
+    def _end(self, result: RunResult, state: RunState, event: str | None = None) -> None:
+        self.result = result
+        if event is None:
+            event = {RunState.SHUTDOWN: "SHUTDOWN", RunState.GUEST_PANICKED: "GUEST_PANICKED",
+                     RunState.DEBUG: "STOP", RunState.INTERNAL_ERROR: "SHUTDOWN"}.get(state, "STOP")
+        self._set_state(state, event, reason=result.reason, status=result.status)
+
+
+def run_sync(board: "Board | None", image: str | os.PathLike | bytes | None, *,
+             loop: str = "uvloop", **kw: Any) -> RunResult:
+    """Build a machine, run it to the end on a fresh event loop, close it."""
+
+    async def main() -> RunResult:
+        async with Machine(board, image, **kw) as vm:
+            return await vm.run()
+
+    return run_with_loop(main(), loop)
+
+
+def run_with_loop(coro, loop: str = "uvloop"):
+    """Run ``coro`` on uvloop (default) or the stock asyncio loop."""
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            factory = None
+        else:
+            factory = uvloop.new_event_loop
+    elif loop == "asyncio":
+        factory = None
+    else:
+        raise MachineError(f"unknown event loop {loop!r}: use uvloop or asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
