@@ -174,7 +174,7 @@ def _board(opts: argparse.Namespace, parser: argparse.ArgumentParser):
 def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from aemu.hw.loader import LoadError
     from aemu.hw.program import STATUS_LOAD_ERROR
-    from aemu.loop.machine import MachineError, run_sync
+    from aemu.hw.machine import MachineError, run_sync
 
     args = list(opts.args)
     if opts.program is None and args:

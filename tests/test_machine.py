@@ -8,7 +8,8 @@ import time
 import pytest
 
 from aemu.hw.board import default_board
-from aemu.loop import Machine, RunState
+from aemu.hw.machine import Machine
+from aemu.loop import RunState
 
 
 

@@ -18,7 +18,6 @@ import asyncio
 import os
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence, TextIO
 
 from aemu.cpu import Cpu, Exit, MmioBusError, Vector
@@ -28,9 +27,7 @@ from aemu.hw.program import (STATUS_ABORT, STATUS_FAULT, STATUS_MAX_INSNS, VEC_B
                              RunResult)
 from aemu.hw.semihost import SERVICES, Semihost
 
-from .clock import VirtualClock
-from .runstate import RunState
-from .timers import Timer, TimerQueue
+from aemu.loop import RunState, Timer, TimerQueue, VirtualClock, run_with_loop
 
 if TYPE_CHECKING:  # pragma: no cover
     from aemu.hw.board import Board
@@ -555,20 +552,3 @@ def run_sync(board: "Board | None", image: str | os.PathLike | bytes | None, *,
             return await vm.run()
 
     return run_with_loop(main(), loop)
-
-
-def run_with_loop(coro, loop: str = "uvloop"):
-    """Run ``coro`` on uvloop (default) or the stock asyncio loop."""
-    if loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency
-            factory = None
-        else:
-            factory = uvloop.new_event_loop
-    elif loop == "asyncio":
-        factory = None
-    else:
-        raise MachineError(f"unknown event loop {loop!r}: use uvloop or asyncio")
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
