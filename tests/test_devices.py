@@ -67,6 +67,7 @@ class FakeContext:
         self.nmis: list[int] = []
         self.resets: list[int] = []
         self.warnings: list[str] = []
+        self.shadows: dict[tuple, tuple[int, int, int]] = {}
 
     def now(self) -> int:
         return self.cycle
@@ -90,6 +91,21 @@ class FakeContext:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
+
+    def shadow(self, device, offset: int, size: int, value: int | None, *,
+               before: int = 0, at_cycle: int = 0) -> None:
+        if value is None:
+            self.shadows.pop((device.name, offset, size), None)
+        else:
+            self.shadows[(device.name, offset, size)] = (value, before, at_cycle)
+
+    def shadow_read(self, device, offset: int, size: int) -> int | None:
+        """What the CPU core would answer from the shadow now (None: no shadow)."""
+        entry = self.shadows.get((device.name, offset, size))
+        if entry is None:
+            return None
+        value, before, at = entry
+        return before if self.cycle < at else value
 
     # driving time
     def run_to(self, target: int) -> None:
@@ -1314,3 +1330,35 @@ def test_write_values_are_truncated_to_the_access_width():
     assert r16(tmr, T_PRESCALE) == 0x2345
     tmr.write(T_RELOAD, 2, 0xABCDE)
     assert tmr.read(T_RELOAD, 4) == 0xBCDE
+
+
+
+def test_uart_status_shadow_always_agrees_with_a_real_read() -> None:
+    """The core answers STATUS polls from the shadow; it must never differ from
+    what the device itself would return (and must step aside while OVR is set,
+    because reading STATUS clears it)."""
+    ctx = FakeContext()
+    uart = Uart("uart0", 0x1400300, ctx, irq_rx=2, irq_tx=3)
+
+    def check() -> None:
+        shadowed = ctx.shadow_read(uart, 0x02, 2)
+        if uart.ovr:
+            assert shadowed is None
+        else:
+            assert shadowed is not None and shadowed == uart.read(0x02, 2)
+
+    check()
+    uart.write(0x00, 2, ord("a"))               # TXE drops for the byte time
+    for _ in range(5):
+        check()
+        ctx.run_to(ctx.cycle + uart.tx_cycles() // 3 + 1)
+    uart.receive(b"xy")
+    check()
+    uart.read(0x00, 2)
+    check()
+    uart.read(0x00, 2)
+    check()
+    uart.receive(b"z" * 40, drop_excess=True)   # overflow: OVR set, shadow must go
+    check()
+    uart.read(0x02, 2)                          # clears OVR: shadow back
+    check()

@@ -94,8 +94,12 @@ class _Context:
 
     def shadow(self, device: Device, offset: int, size: int, value: int | None, *,
                before: int = 0, at_cycle: int = 0) -> None:
-        self._vm.cpu.mmio_shadow(device.base, offset, size, value, before=before,
-                                 at_cycle=at_cycle)
+        args = (offset, size, value, before, at_cycle)
+        if device.name in self._vm._mapped:
+            self._vm.cpu.mmio_shadow(device.base, offset, size, value, before=before,
+                                     at_cycle=at_cycle)
+        else:                               # still being built: apply once mapped
+            self._vm._early_shadows.setdefault(device.name, {})[(offset, size)] = args
 
 
 class Machine:
@@ -130,6 +134,8 @@ class Machine:
         self.timers = TimerQueue()
         self._slice_end = 0
         self._reset_requested = False
+        self._mapped: set[str] = set()
+        self._early_shadows: dict[str, dict] = {}
         self.ctx = _Context(self)
 
         # devices: the interrupt controller first, since the others take lines from it
@@ -209,6 +215,9 @@ class Machine:
             self.cpu.map_mmio(device.base, device.size, read, write)
         except ValueError as exc:
             raise MachineError(f"{device.name}: {exc}") from None
+        self._mapped.add(device.name)
+        for offset, size, value, before, at in self._early_shadows.pop(device.name, {}).values():
+            self.cpu.mmio_shadow(device.base, offset, size, value, before=before, at_cycle=at)
 
     def _load(self) -> None:
         src = self._image_source

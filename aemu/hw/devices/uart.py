@@ -23,6 +23,7 @@ from aemu.hw.device import DeviceContext, TimerHandle
 from aemu.hw.devices._regs import Reg, RegisterDevice
 
 STATUS_TXE = 1 << 0
+REG_STATUS = 0x02
 STATUS_RXA = 1 << 1
 STATUS_OVR = 1 << 2
 CTRL_TXIE = 1 << 0
@@ -53,7 +54,7 @@ class Uart(RegisterDevice):
         self._warned_busy = False
         self._init_registers([
             (Reg("DATA", 0x00), self._r_data, self._w_data),
-            (Reg("STATUS", 0x02, access="R"), self._r_status, None),
+            (Reg("STATUS", REG_STATUS, access="R"), self._r_status, None),
             (Reg("CTRL", 0x04), self._r_ctrl, self._w_ctrl),
             (Reg("BAUD", 0x06), self._r_baud, self._w_baud),
         ])
@@ -104,6 +105,21 @@ class Uart(RegisterDevice):
         ctrl = self.ctrl
         self._rx_line.set(bool(ctrl & CTRL_RXIE and self.rx_fifo))
         self._tx_line.set(bool(ctrl & CTRL_TXIE and not self.tx_busy_until))
+        self._update_shadow()
+
+    def _update_shadow(self) -> None:
+        """STATUS is what firmware polls: let the CPU core answer its reads
+        (TXE coming back at tx_busy_until included), except while OVR is set,
+        since reading STATUS then has a side effect."""
+        if self.ovr:
+            self.ctx.shadow(self, REG_STATUS, 2, None)
+            return
+        rxa = STATUS_RXA if self.rx_fifo else 0
+        if self.tx_busy_until:
+            self.ctx.shadow(self, REG_STATUS, 2, rxa | STATUS_TXE, before=rxa,
+                            at_cycle=self.tx_busy_until)
+        else:
+            self.ctx.shadow(self, REG_STATUS, 2, rxa | STATUS_TXE)
 
     # -- registers --------------------------------------------------------------------
     def _r_data(self) -> int:
@@ -139,6 +155,7 @@ class Uart(RegisterDevice):
         if self.ovr:
             status |= STATUS_OVR
             self.ovr = False
+            self._update_shadow()
         return status
 
     def _r_ctrl(self) -> int:
