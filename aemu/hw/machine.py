@@ -182,8 +182,8 @@ class Machine:
         self.result: RunResult | None = None
         self._listeners: list[asyncio.Queue] = []
         self._changed: asyncio.Event | None = None
-        self._input_event: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._wake_fut: asyncio.Future | None = None
         self._closing = False
         self._stop_at: int | None = None
         self._inputs: dict[str, bytearray] = {}
@@ -252,7 +252,7 @@ class Machine:
         from aemu.hw.chardev import open_backend
 
         self._changed = asyncio.Event()
-        self._input_event = asyncio.Event()
+
         for name, spec in self._uart_backends.items():
             if isinstance(spec, str):
                 backend = open_backend(spec, stdout=self._stdout)
@@ -307,6 +307,13 @@ class Machine:
     def _poke(self) -> None:
         if self._changed is not None:
             self._changed.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """End an idle wait (input arrived, control changed, deadline reached)."""
+        fut = self._wake_fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def pause(self) -> None:
         """Stop before the next slice (a STOP event)."""
@@ -369,8 +376,7 @@ class Machine:
         buf += data
         if len(buf) > INPUT_HIGH_WATER:
             self._backends[uart].pause_reading()
-        assert self._input_event is not None
-        self._input_event.set()
+        self._wake()
 
     def _feed_uarts(self) -> None:
         for name, buf in self._inputs.items():
@@ -496,25 +502,26 @@ class Machine:
                          message="guest is waiting for an interrupt but no interrupt source "
                                  f"exists (pc {self.cpu.pc:#x})")
             return
-        assert self._input_event is not None and self._changed is not None
+        assert self._changed is not None
         if self.pace == "fast" and nxt is not None:
             self._skip(nxt - now)
             await asyncio.sleep(0)
             return
-        # wait for the deadline in wall time (realtime), or for input / control
-        timeout = None
+        # wait for the deadline in wall time (realtime), or for input / control:
+        # one future and one timer handle per wait, as cheap as asyncio gets
+        loop = asyncio.get_running_loop()
+        fut = self._wake_fut = loop.create_future()
+        handle = None
         if nxt is not None:
-            wall_due = self._wall_start + (self.clock.cycles_to_ns(nxt) - self._wall_ns_at_start) / 1e9
-            timeout = max(0.0, wall_due - time.monotonic())
-        self._input_event.clear()
-        self._changed.clear()
-        waiters = [asyncio.ensure_future(self._input_event.wait()),
-                   asyncio.ensure_future(self._changed.wait())]
+            wall_due = self._wall_start + (self.clock.cycles_to_ns(nxt)
+                                           - self._wall_ns_at_start) / 1e9
+            handle = loop.call_at(loop.time() + max(0.0, wall_due - time.monotonic()), self._wake)
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await fut
         finally:
-            for w in waiters:
-                w.cancel()
+            self._wake_fut = None
+            if handle is not None:
+                handle.cancel()
         if self.pace == "realtime":
             elapsed_ns = int((time.monotonic() - self._wall_start) * 1e9)
             target = self.clock.ns_to_cycles(self._wall_ns_at_start + elapsed_ns)

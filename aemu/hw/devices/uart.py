@@ -96,6 +96,17 @@ class Uart(RegisterDevice):
         return self.ctx.cpu_hz * BITS_PER_BYTE // (baud * 100) if baud else 0
 
     # -- transmitter -------------------------------------------------------------------
+    # The transmitter is busy while now() < tx_busy_until.  Only a TX interrupt
+    # needs a callback at the moment it frees up; a polling guest reads TXE
+    # from the core's shadow, so plain output costs no timer (and no slice cut)
+    # per byte.
+    def _tx_busy(self) -> bool:
+        return bool(self.tx_busy_until) and self.ctx.now() < self.tx_busy_until
+
+    def _arm_tx_done(self) -> None:
+        if self._handle is None and self.ctrl & CTRL_TXIE and self._tx_busy():
+            self._handle = self.ctx.schedule(self.tx_busy_until, self._tx_done)
+
     def _tx_done(self) -> None:
         self._handle = None
         self.tx_busy_until = 0
@@ -104,7 +115,7 @@ class Uart(RegisterDevice):
     def _update_irqs(self) -> None:
         ctrl = self.ctrl
         self._rx_line.set(bool(ctrl & CTRL_RXIE and self.rx_fifo))
-        self._tx_line.set(bool(ctrl & CTRL_TXIE and not self.tx_busy_until))
+        self._tx_line.set(bool(ctrl & CTRL_TXIE and not self._tx_busy()))
         self._update_shadow()
 
     def _update_shadow(self) -> None:
@@ -115,7 +126,7 @@ class Uart(RegisterDevice):
             self.ctx.shadow(self, REG_STATUS, 2, None)
             return
         rxa = STATUS_RXA if self.rx_fifo else 0
-        if self.tx_busy_until:
+        if self._tx_busy():
             self.ctx.shadow(self, REG_STATUS, 2, rxa | STATUS_TXE, before=rxa,
                             at_cycle=self.tx_busy_until)
         else:
@@ -132,7 +143,7 @@ class Uart(RegisterDevice):
         return byte
 
     def _w_data(self, value: int) -> None:
-        if self.tx_busy_until:
+        if self._tx_busy():
             if not self._warned_busy:
                 self._warned_busy = True
                 self.ctx.warn(f"{self.name}: DATA written while the transmitter is busy "
@@ -145,11 +156,11 @@ class Uart(RegisterDevice):
         cycles = self.tx_cycles()
         if cycles:
             self.tx_busy_until = self.ctx.now() + 1 + cycles
-            self._handle = self.ctx.schedule(self.tx_busy_until, self._tx_done)
+            self._arm_tx_done()
             self._update_irqs()
 
     def _r_status(self) -> int:
-        status = STATUS_TXE if not self.tx_busy_until else 0
+        status = 0 if self._tx_busy() else STATUS_TXE
         if self.rx_fifo:
             status |= STATUS_RXA
         if self.ovr:
@@ -163,6 +174,7 @@ class Uart(RegisterDevice):
 
     def _w_ctrl(self, value: int) -> None:
         self.ctrl = value & CTRL_MASK
+        self._arm_tx_done()
         self._update_irqs()
 
     def _r_baud(self) -> int:
@@ -184,6 +196,5 @@ class Uart(RegisterDevice):
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        if self.tx_busy_until:
-            self._handle = self.ctx.schedule(self.tx_busy_until, self._tx_done)
+        self._arm_tx_done()
         self._update_irqs()
