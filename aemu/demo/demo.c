@@ -1,35 +1,57 @@
 /* demo.c -- the program `aemu run` runs when no program is given.
  *
- * Built with the aemu BSP (see the Makefile):
- *   cr16-elf-gcc -O2 -nostartfiles -T ../bsp/aemu.ld -I../bsp \
- *       ../bsp/crt0.S ../bsp/syscalls.c demo.c -o demo.elf
+ * A small but real firmware for aemu's default board (docs/board.md):
+ *   - its own dispatch table (aemu_irq_install, BSP vectors.c);
+ *   - all console output through an interrupt-driven UART0 driver (BSP
+ *     uart0.c: a ring buffer drained by the TX-empty interrupt, TXIE on
+ *     only while there is data; stdio is redirected to it);
+ *   - TIMER0 as a 10 Hz periodic interrupt (100 MHz / 100 = 1 MHz ticks,
+ *     RELOAD 99999), a heartbeat line per tick with a counter, the virtual
+ *     time (gettime host service) and how many timer and UART interrupts
+ *     came since the previous line (the UART takes one per byte sent);
+ *   - the CPU sleeps with `wait` between interrupts, so an idle demo costs
+ *     the host (almost) no CPU;
+ *   - it ends after 3 virtual seconds with exit(0), or runs until stopped
+ *     with the argument --forever (`aemu run --forever` passes it).
  *
- * Prints a banner, an ASCII Mandelbrot set computed in Q12 fixed point
- * (16x16 -> 32-bit multiplies), the primes below 200 from a sieve, CRC-32
- * check values, and how much virtual time the run took.  About 1.3 million
- * instructions; no floating point.  It also runs on cr16-elf-run, which
- * has no host block and no virtual clock. */
+ * Built with the aemu BSP (see the Makefile):
+ *   cr16-elf-gcc -O2 -nostartfiles -T ../bsp/aemu.ld -I../bsp ../bsp/crt0.S \
+ *       ../bsp/syscalls.c ../bsp/vectors.c ../bsp/uart0.c demo.c -o demo.elf
+ *
+ * Without aemu's host block (e.g. on cr16-elf-run, which has no devices)
+ * it prints the banner and the Mandelbrot set on stdout and stops there. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "aemu_board.h"
 #include "aemu_host.h"
+
+#define BEAT_HZ       10u
+#define RUN_SECONDS   3u
+#define TICK_PRESCALE 99u                                      /* 1 MHz timer clock */
+#define TICK_RELOAD   (AEMU_CPU_HZ / (TICK_PRESCALE + 1u) / BEAT_HZ - 1u)
+
+static volatile uint32_t ticks;        /* TIMER0 expiries */
 
 static void banner(int argc, char **argv)
 {
     static const char *const lines[] = {
         "aemu - an emulator for the CompactRISC CR16C",
-        "this demo is a CR16C program: cr16-elf-gcc + newlib + aemu's BSP",
+        "this demo is a CR16C firmware: cr16-elf-gcc + newlib + aemu's BSP",
+        "timer and UART interrupts, its own dispatch table, `wait` when idle",
     };
+    enum { N = sizeof lines / sizeof lines[0] };
     unsigned i, k, width = 0;
-    for (i = 0; i < 2; i++)
+    for (i = 0; i < N; i++)
         if (strlen(lines[i]) > width)
             width = (unsigned)strlen(lines[i]);
     putchar('+');
     for (k = 0; k < width + 2; k++)
         putchar('-');
     puts("+");
-    for (i = 0; i < 2; i++)
+    for (i = 0; i < N; i++)
         printf("| %-*s |\n", (int)width, lines[i]);
     putchar('+');
     for (k = 0; k < width + 2; k++)
@@ -59,7 +81,7 @@ static int level(int it)
 /* Mandelbrot set, x in [-2.2, 0.8), y in [-1.2, 1.2], Q12 fixed point. */
 static void mandelbrot(void)
 {
-    enum { COLS = 64, ROWS = 24, MAXIT = 40 };
+    enum { COLS = 64, ROWS = 20, MAXIT = 40 };
     const int32_t ONE = 4096;                   /* int is 16 bits: stay in int32 */
     static const char shade[] = " .:-=+*#%@";
     int row, col;
@@ -85,59 +107,70 @@ static void mandelbrot(void)
     }
 }
 
-static void primes(void)
+static void AEMU_ISR timer0_isr(void)
 {
-    static uint8_t composite[200];
-    unsigned i, j, n = 0;
-    for (i = 2; i * i < 200; i++)
-        if (!composite[i])
-            for (j = i * i; j < 200; j += i)
-                composite[j] = 1;
-    printf("primes below 200:");
-    for (i = 2; i < 200; i++)
-        if (!composite[i]) {
-            if (n % 16 == 0)
-                printf("\n ");
-            printf(" %u", i);
-            n++;
-        }
-    printf("\n  (%u of them)\n", n);
+    aemu_timer_ack(0);
+    ticks++;
 }
 
-static uint32_t crc32(const char *s)
+static void heartbeat(uint32_t n, uint32_t timer_irqs, uint32_t uart_irqs)
 {
-    uint32_t crc = 0xFFFFFFFFu;
-    while (*s) {
-        int k;
-        crc ^= (uint8_t)*s++;
-        for (k = 0; k < 8; k++)
-            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-    }
-    return ~crc;
+    uint64_t ns = 0;
+    uint32_t us;
+    aemu_gettime_ns(&ns);
+    us = (uint32_t)(ns / 1000u);
+    printf("[%4lu.%06lu] heartbeat %3lu - %lu interrupts since the last one (%lu timer, %lu UART)\n",
+           (unsigned long)(us / 1000000u), (unsigned long)(us % 1000000u), (unsigned long)n,
+           (unsigned long)(timer_irqs + uart_irqs), (unsigned long)timer_irqs,
+           (unsigned long)uart_irqs);
 }
 
 int main(int argc, char **argv)
 {
-    static const char *const texts[] = {
-        "123456789", "The quick brown fox jumps over the lazy dog", "CompactRISC CR16C",
-    };
-    unsigned i;
-    uint64_t t0 = 0, t1 = 0;
-    int have_clock = aemu_gettime_ns(&t0) == 0;
+    int i, forever = 0;
+    uint32_t seen = 0, last_ticks = 0, last_uart = 0;
+
+    for (i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--forever") == 0)
+            forever = 1;
+
+    if (!aemu_present()) {          /* no board here: just the pictures */
+        banner(argc, argv);
+        printf("\nThe Mandelbrot set, in 16-bit fixed point:\n");
+        mandelbrot();
+        printf("\nNo aemu board (no devices): skipping the interrupt-driven part.\nBye.\n");
+        return 0;
+    }
+
+    aemu_irq_install();
+    aemu_uart_irq_init(4);
+    aemu_uart_stdio();              /* printf -> ring -> TX interrupt -> UART0 */
+    aemu_irq_enable();
 
     banner(argc, argv);
     printf("\nThe Mandelbrot set, in 16-bit fixed point:\n");
     mandelbrot();
-    printf("\n");
-    primes();
-    printf("\nCRC-32:\n");
-    for (i = 0; i < sizeof texts / sizeof texts[0]; i++)
-        printf("  %08lx  \"%s\"\n", (unsigned long)crc32(texts[i]), texts[i]);
-    if (have_clock && aemu_gettime_ns(&t1) == 0) {
-        uint32_t us = (uint32_t)((t1 - t0) / 1000u);
-        printf("\nThat took %lu.%03lu ms of virtual time.\n", (unsigned long)(us / 1000u),
-               (unsigned long)(us % 1000u));
+    printf("\nHeartbeat: TIMER0 at %u Hz of virtual time, the CPU sleeps in `wait` between\n"
+           "interrupts; %s.\n", BEAT_HZ,
+           forever ? "running until stopped (--forever)"
+                   : "ending after 3 virtual seconds (run with --forever to go on)");
+
+    aemu_irq_attach(IRQ_TIMER0, timer0_isr, 8);
+    aemu_timer_start(0, TICK_RELOAD, TICK_PRESCALE, TIMER_CTRL_PERIODIC | TIMER_CTRL_IE);
+
+    while (forever || seen < BEAT_HZ * RUN_SECONDS) {
+        uint32_t now_ticks, now_uart;
+        AEMU_WAIT_WHILE(ticks == seen);
+        now_ticks = ticks;
+        now_uart = aemu_uart_irq_count;
+        heartbeat(++seen, now_ticks - last_ticks, now_uart - last_uart);
+        last_ticks = now_ticks;
+        last_uart = now_uart;
     }
+
+    aemu_timer_stop(0);
     printf("Bye.\n");
-    return 0;
+    fflush(stdout);
+    aemu_uart_flush();
+    exit(0);
 }
