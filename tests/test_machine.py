@@ -109,3 +109,22 @@ def test_waiting_guest_without_interrupt_source_is_reported() -> None:
         assert vm.state is RunState.SUSPENDED
 
     asyncio.run(main())
+
+
+def test_wrong_width_register_access_is_a_bus_error_naming_the_register() -> None:
+    """A 32-bit read of UART0's 16-bit STATUS: the guest takes an illegal-address
+    trap (fatal here: no dispatch table) and the operator is told why."""
+    # 0x100: movd $0x1400300,(r1,r0); loadd 2(r1,r0),(r3,r2); excp svc
+    code = bytes.fromhex("7000" "4001" "0003" "20a1" "c500")
+    warnings: list[str] = []
+
+    async def main():
+        vm = Machine(default_board(), code, binary_addr=0x100, warn=warnings.append,
+                     backends={"uart0": "none"})
+        async with vm:
+            return await vm.run()
+
+    result = asyncio.run(main())
+    assert (result.reason, result.status) == ("fault", 139)
+    assert result.fault[0] == 12 and result.fault[2] == 0x1400302
+    assert any("4-byte read of 16-bit register STATUS" in w for w in warnings), warnings
