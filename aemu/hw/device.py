@@ -81,6 +81,14 @@ class Device:
         self.base = base
         self.ctx = ctx
         self.size = self.WINDOW
+        #: the device's pending timer, if any (one is all the current devices need)
+        self._handle: TimerHandle | None = None
+
+    def _cancel(self) -> None:
+        """Cancel the pending timer, if any."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
     def read(self, offset: int, size: int) -> int:
         raise BusError(f"{self.name}: no register at offset {offset:#x}")

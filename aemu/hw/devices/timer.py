@@ -78,11 +78,6 @@ class Timer(RegisterDevice):
         self.prescale_in_use = self.prescale
         self._handle = self.ctx.schedule(self.deadline(), self._expire)
 
-    def _cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
     def _expire(self) -> None:
         self._handle = None
         self.status |= STATUS_EXP

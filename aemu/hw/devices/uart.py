@@ -185,16 +185,12 @@ class Uart(RegisterDevice):
 
     # -- reset and restore --------------------------------------------------------------
     def reset(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._cancel()
         self._clear()
         self._update_irqs()
 
     def post_load(self) -> None:
         """After the state attributes were restored: re-arm TX-ready, set the lines."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._cancel()
         self._arm_tx_done()
         self._update_irqs()

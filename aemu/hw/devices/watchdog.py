@@ -53,15 +53,9 @@ class Watchdog(RegisterDevice):
         return self.timeout if self.timeout > 0 else 1
 
     def _arm(self, deadline: int) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        self._cancel()
         self.deadline = deadline
         self._handle = self.ctx.schedule(deadline, self._expire)
-
-    def _cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
     def _expire(self) -> None:
         self._handle = None
