@@ -110,7 +110,7 @@ def test_realtime_pacing_runs_the_same_instruction_stream() -> None:
     assert slow[1].log == fast[1].log and slow[2] == fast[2]
 
 
-def _echo_over(spec_for, connect) -> str:
+def _echo_over(spec_for, connect, text: bytes = b"hello, world q") -> str:
     async def main() -> str:
         vm = Machine(default_board(), str(IRQ / "uart_echo.elf"), name="uart_echo",
                      backends={"uart0": spec_for()}, pace="realtime")
@@ -118,7 +118,7 @@ def _echo_over(spec_for, connect) -> str:
             reader, writer = await asyncio.wait_for(connect(vm), 5)
             banner = await asyncio.wait_for(reader.readuntil(b"'q' ends\n"), 5)
             assert b"ready" in banner
-            writer.write(b"hello, world q")
+            writer.write(text)
             await writer.drain()
             result = await asyncio.wait_for(vm.run(), 10)
             rest = await asyncio.wait_for(reader.read(4096), 5)
@@ -159,3 +159,22 @@ def test_uart_over_tcp_both_ways() -> None:
 
     out = _echo_over(lambda: f"tcp:127.0.0.1:{port}", connect)
     assert out.startswith("HELLO, WORLD Q")
+
+
+def test_uart_input_longer_than_the_fifo_is_all_delivered(tmp_path: Path) -> None:
+    """More input than the 16-byte FIFO holds, arriving at once: the rest waits
+    on the host side and must reach the guest as it drains the FIFO, even when
+    the guest sleeps in between with no timer running."""
+    path = tmp_path / "uart.sock"
+
+    async def connect(vm):
+        for _ in range(100):
+            if path.exists():
+                break
+            await asyncio.sleep(0.01)
+        return await asyncio.open_unix_connection(str(path))
+
+    text = b"abcdefghij" * 10 + b"q"
+    out = _echo_over(lambda: f"unix:{path}", connect, text)
+    assert out.startswith(text.upper().decode())
+    assert f"{len(text)} bytes echoed" in out

@@ -378,14 +378,18 @@ class Machine:
             self._backends[uart].pause_reading()
         self._wake()
 
-    def _feed_uarts(self) -> None:
+    def _feed_uarts(self) -> int:
+        """Move queued host input into the UARTs' FIFOs; returns bytes moved."""
+        moved = 0
         for name, buf in self._inputs.items():
             if buf:
                 taken = self.devices[name].receive(bytes(buf[:64]))
                 if taken:
+                    moved += taken
                     del buf[:taken]
                     if len(buf) < INPUT_HIGH_WATER // 2:
                         self._backends[name].resume_reading()
+        return moved
 
     def _input_possible(self) -> bool:
         return any(buf for buf in self._inputs.values()) or any(
@@ -493,6 +497,8 @@ class Machine:
 
     async def _idle(self) -> None:
         """The CPU waits for an interrupt: let virtual time pass."""
+        if self._feed_uarts():      # queued input fits now: that is the wake-up
+            return
         now = self.clock.cycles()
         nxt = self.timers.next_cycle()
         if self._stop_at is not None and (nxt is None or self._stop_at < nxt):

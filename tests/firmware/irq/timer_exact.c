@@ -10,14 +10,19 @@
  * TIMER0 expires every P = (RELOAD + 1) * (PRESCALE + 1) cycles after the
  * CTRL write that starts it (once, for oneshot).  The window is TIMER1,
  * one-shot, PRESCALE 99, RELOAD WINDOW_US - 1: W = WINDOW_US * 100 cycles,
- * started d cycles after TIMER0 (d = the few instructions between the two
- * CTRL writes).  Its ISR (priority 9, above TIMER0's 8, so that the window
+ * started d cycles after TIMER0 (d = the instructions between the two CTRL
+ * writes: 11 in the committed build).  Its ISR (priority 9, above TIMER0's 8, so that the window
  * closes even when TIMER0 fires faster than its handler runs) stops TIMER0.
  * So the tick count is floor((W + d) / P) for periodic -- floor(W / P)
  * unless a tick falls within d cycles after the window's nominal end --
- * and min(1, that) for oneshot, as long as the handler (about 60 cycles)
- * is shorter than P; with a shorter P, expiries merge (EXP is one flag).
- * The main loop sleeps in eiwait.
+ * and min(1, that) for oneshot.  Both timers are started with PSR.E clear;
+ * the main loop sleeps in eiwait (and checks its flag with E clear for 5
+ * instructions after each wake-up).  Every handler entry is then exactly at
+ * an expiry as long as P >= 64 cycles (measured: 64, 66, ..., 100, 150, 200
+ * all exact).  A shorter P is still deterministic but not "exact": the
+ * handler (about 55 instructions with the clock reading) or the main loop's
+ * E-clear window delays entries, and expiries that come while STATUS.EXP
+ * is still set merge into one tick (P = 1..57: 160..189 ticks in 100 us).
  *
  * Each TIMER0 ISR reads the virtual clock (gettime service) first thing; the
  * first 64 readings are printed with their distance to the previous one
@@ -83,10 +88,16 @@ int main(int argc, char **argv)
     aemu_irq_attach(IRQ_TIMER1, timer1_isr, 9);
     aemu_irq_enable();
 
+    /* Both timers start with PSR.E clear: a TIMER0 faster than its handler
+       must not keep the CPU from starting TIMER1. */
+    aemu_di();
     start = now_ns();
     aemu_timer_start(0, reload, prescale, flags);
     aemu_timer_start(1, window - 1u, 99, TIMER_CTRL_IE);
-    AEMU_WAIT_WHILE(!done);
+    while (!done) {
+        aemu_eiwait();
+        aemu_di();
+    }
     aemu_irq_disable();
 
     say("start ");
