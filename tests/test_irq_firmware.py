@@ -129,17 +129,21 @@ def _echo_over(spec_for, connect, text: bytes = b"hello, world q") -> str:
     return asyncio.run(main())
 
 
-def test_uart_over_a_unix_socket_both_ways(tmp_path: Path) -> None:
-    path = tmp_path / "uart.sock"
-
+def _unix_connect(path: Path):
+    """A connect(vm) for _echo_over: wait for the UART's socket, then connect."""
     async def connect(vm):
         for _ in range(100):
             if path.exists():
                 break
             await asyncio.sleep(0.01)
         return await asyncio.open_unix_connection(str(path))
+    return connect
 
-    out = _echo_over(lambda: f"unix:{path}", connect)
+
+def test_uart_over_a_unix_socket_both_ways(tmp_path: Path) -> None:
+    path = tmp_path / "uart.sock"
+
+    out = _echo_over(lambda: f"unix:{path}", _unix_connect(path))
     assert out.startswith("HELLO, WORLD Q")
     assert "14 bytes echoed" in out
 
@@ -167,14 +171,7 @@ def test_uart_input_longer_than_the_fifo_is_all_delivered(tmp_path: Path) -> Non
     the guest sleeps in between with no timer running."""
     path = tmp_path / "uart.sock"
 
-    async def connect(vm):
-        for _ in range(100):
-            if path.exists():
-                break
-            await asyncio.sleep(0.01)
-        return await asyncio.open_unix_connection(str(path))
-
     text = b"abcdefghij" * 10 + b"q"
-    out = _echo_over(lambda: f"unix:{path}", connect, text)
+    out = _echo_over(lambda: f"unix:{path}", _unix_connect(path), text)
     assert out.startswith(text.upper().decode())
     assert f"{len(text)} bytes echoed" in out
