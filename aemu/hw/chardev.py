@@ -95,20 +95,19 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import errno
 import io
-import ipaddress
 import logging
 import os
 import select
 import socket
-import stat
 import sys
 import termios
 import threading
 import time
 import tty
 from typing import Any, Callable, Optional
+
+from aemu.transport import sockets
 
 __all__ = [
     "BackendError",
@@ -126,9 +125,7 @@ OUTPUT_LIMIT = 1 << 20
 READ_CHUNK = 65536
 #: Seconds ``close()`` waits for queued output to reach a connected peer.
 CLOSE_TIMEOUT = 1.0
-DEFAULT_TCP_HOST = "127.0.0.1"
 SPEC_HELP = "use stdio, none, file:PATH, unix:PATH, tcp:[HOST:]PORT or pty"
-_UNIX_PATH_MAX = 107           # sizeof(sun_path) - 1 on Linux
 
 Receiver = Callable[[bytes], Any]
 
@@ -1006,11 +1003,8 @@ class _UnixBackend(_ServerBackend):
     def __init__(self, spec: str, path: str) -> None:
         super().__init__(spec)
         self.path = os.path.abspath(path)
-        # The absolute path, so a later chdir() does not matter -- unless only
-        # the relative one fits into sun_path.
-        fits = len(os.fsencode(self.path)) <= _UNIX_PATH_MAX
-        self._bind_path = self.path if fits else path
-        self._ident: Optional[tuple[int, int]] = None
+        self._bind_path = path
+        self._listener: Optional[sockets.UnixListener] = None
 
     @property
     def address(self) -> Any:
@@ -1019,70 +1013,24 @@ class _UnixBackend(_ServerBackend):
     def _where(self) -> str:
         return f"unix:{self.path}"
 
-    def _remove_stale(self) -> None:
-        path = self._bind_path
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(st.st_mode):
-            raise BackendError(f"UART back-end {self.spec!r}: {path!r} exists and is not a "
-                               "socket; not replacing it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.setblocking(False)
-            err = probe.connect_ex(path)
-        finally:
-            probe.close()
-        if err in (errno.ECONNREFUSED, errno.ENOENT):
-            log.info("removing stale socket %s", path)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            return
-        raise BackendError(f"UART back-end {self.spec!r}: {path!r} is in use by another "
-                           "process" + ("" if err in (0, errno.EAGAIN) else
-                                        f" ({os.strerror(err)})"))
-
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._remove_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        bound = False
         try:
-            try:
-                sock.bind(self._bind_path)
-                bound = True
-                # Before listen(): nobody can connect while the mode is still the umask's.
-                os.chmod(self._bind_path, 0o600)
-                st = os.stat(self._bind_path)
-                self._ident = (st.st_dev, st.st_ino)
-                sock.listen(8)
-                sock.setblocking(False)
-            except OSError as exc:
-                raise BackendError(f"UART back-end {self.spec!r}: cannot listen on "
-                                   f"{self._bind_path!r}: {_strerror(exc)}") from exc
+            listener = sockets.UnixListener(self._bind_path)
+        except sockets.EndpointError as exc:
+            raise BackendError(f"UART back-end {self.spec!r}: {exc}") from exc
+        try:
             self._server = await loop.create_unix_server(
-                lambda: _ClientProtocol(self), sock=sock)
+                lambda: _ClientProtocol(self), sock=listener.sock)
         except BaseException:
-            sock.close()
-            if bound:
-                self._unlink()
+            listener.sock.close()
+            listener.unlink()
             raise
-
-    def _unlink(self) -> None:
-        try:
-            st = os.lstat(self.path)
-            if self._ident is None or (st.st_dev, st.st_ino) == self._ident:
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("could not remove %s: %s", self.path, _strerror(exc))
+        self._listener = listener
 
     def _after_close(self) -> None:
-        self._unlink()
+        if self._listener is not None:
+            self._listener.unlink()
 
 
 class _TcpBackend(_ServerBackend):
@@ -1101,31 +1049,15 @@ class _TcpBackend(_ServerBackend):
 
     def _where(self) -> str:
         host, port = self._address or (self.host, self.port)
-        if ":" in host:
-            host = f"[{host}]"
-        return f"tcp:{host}:{port}"
+        return str(sockets.TcpEndpoint(host, port))
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
-                                           flags=socket.AI_PASSIVE)
-        except OSError as exc:
-            raise BackendError(f"UART back-end {self.spec!r}: cannot resolve {self.host!r}: "
-                               f"{_strerror(exc)}") from exc
-        if not infos:
-            raise BackendError(f"UART back-end {self.spec!r}: {self.host!r} has no address")
-        family, type_, proto, _, sockaddr = infos[0]    # one socket, so one port for port 0
-        sock = socket.socket(family, type_, proto)
+            sock = sockets.tcp_listener(self.host, self.port)
+        except sockets.EndpointError as exc:
+            raise BackendError(f"UART back-end {self.spec!r}: {exc}") from exc
         try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(sockaddr)
-                sock.listen(8)
-                sock.setblocking(False)
-            except OSError as exc:
-                raise BackendError(f"UART back-end {self.spec!r}: cannot listen on "
-                                   f"{self.host}:{self.port}: {_strerror(exc)}") from exc
             name = sock.getsockname()
             self._address = (name[0], name[1])
             self._server = await loop.create_server(lambda: _ClientProtocol(self), sock=sock)
@@ -1133,36 +1065,12 @@ class _TcpBackend(_ServerBackend):
             sock.close()
             self._address = None
             raise
-        try:
-            loopback = ipaddress.ip_address(self._address[0].split("%")[0]).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        if not sockets.is_loopback(self._address[0]):
             log.warning("UART listening on %s, which is not a loopback address: anyone who "
                         "can reach it can talk to the guest", self._where())
 
 
 # -- parsing ---------------------------------------------------------------------------
-def _parse_tcp(spec: str, rest: str) -> tuple[str, int]:
-    if not rest:
-        raise BackendError(f"UART back-end {spec!r} needs a port: tcp:[HOST:]PORT")
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0 or rest[end + 1:end + 2] != ":":
-            raise BackendError(f"bad UART back-end {spec!r}: write an IPv6 address as "
-                               "tcp:[ADDR]:PORT")
-        host, port_s = rest[1:end], rest[end + 2:]
-        if not host:
-            raise BackendError(f"bad UART back-end {spec!r}: empty address in []")
-    else:
-        host, _, port_s = rest.rpartition(":")
-    host = host or DEFAULT_TCP_HOST
-    if not (port_s.isascii() and port_s.isdigit()) or int(port_s) > 65535:
-        raise BackendError(f"bad port {port_s!r} in UART back-end {spec!r}: "
-                           "expected a number from 0 to 65535 (0 = any free port)")
-    return host, int(port_s)
-
-
 def open_backend(spec: str, *, stdin: Any = None, stdout: Any = None) -> CharBackend:
     """Parse ``spec`` and build the back-end (nothing is opened yet).
 
@@ -1189,14 +1097,16 @@ def open_backend(spec: str, *, stdin: Any = None, stdout: Any = None) -> CharBac
             raise BackendError(f"UART back-end {spec!r} needs a path: {kind}:PATH")
         if "\0" in arg:
             raise BackendError(f"bad UART back-end {spec!r}: NUL in the path")
-        path = os.path.expanduser(arg)
         if kind == "file":
-            return _FileBackend(spec, path)
-        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
-            raise BackendError(f"bad UART back-end {spec!r}: a Unix socket path may have at "
-                               f"most {_UNIX_PATH_MAX} bytes; use a shorter (or relative) path")
-        return _UnixBackend(spec, path)
+            return _FileBackend(spec, os.path.expanduser(arg))
+        try:
+            return _UnixBackend(spec, sockets.check_unix_path(spec, arg))
+        except sockets.EndpointError as exc:
+            raise BackendError(f"UART back-end: {exc}") from None
     if kind == "tcp":
-        host, port = _parse_tcp(spec, arg)
+        try:
+            host, port = sockets.parse_tcp(spec, arg)
+        except sockets.EndpointError as exc:
+            raise BackendError(f"UART back-end: {exc}") from None
         return _TcpBackend(spec, host, port)
     raise BackendError(f"unknown UART back-end {spec!r}: {SPEC_HELP}")

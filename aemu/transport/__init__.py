@@ -1,0 +1,1 @@
+"""Byte transports: socket endpoints now; channels, files and multifd with savevm."""
