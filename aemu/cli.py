@@ -144,7 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--forever", action="store_true",
                      help="the bundled demo runs until interrupted instead of a few virtual "
                           "seconds")
+    run.add_argument("--qmp", metavar="ADDR",
+                     help="serve QMP for this VM on unix:PATH (or a path) or tcp:[HOST:]PORT, "
+                          "as QEMU's -qmp does; quit ends the run (status 0)")
+    run.add_argument("--paused", action="store_true",
+                     help="start paused (like QEMU's -S): a QMP client sends cont")
     run.set_defaults(subparser=run)
+    add_host_commands(sub)
     run.add_argument("--svc", choices=("host", "guest"),
                      help="'excp svc' is a host call (the default board's setting) or a trap "
                           "into the guest's SVC handler")
@@ -183,6 +189,8 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--binary needs a PROGRAM")
     if opts.fs_root is not None and not os.path.isdir(opts.fs_root):
         parser.error(f"--fs-root {opts.fs_root}: not a directory")
+    if opts.paused and not opts.qmp:
+        parser.error("--paused needs --qmp (something has to send cont)")
     board = _board(opts, parser)
     if board is None:
         return 2
@@ -220,11 +228,16 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     if conf.get("backend") == "stdio"}
         if opts.uart:
             backends["uart0"] = opts.uart
+        kw = dict(args=args, name=name, binary_addr=opts.binary, entry=opts.entry,
+                  pace=opts.pace, max_insns=opts.max_insns, trace=trace, fs_root=opts.fs_root,
+                  backends=backends)
         try:
-            result = run_sync(board, program, loop=opts.loop, args=args, name=name,
-                              binary_addr=opts.binary, entry=opts.entry, pace=opts.pace,
-                              max_insns=opts.max_insns, trace=trace, fs_root=opts.fs_root,
-                              backends=backends)
+            if opts.qmp:
+                result = _run_with_qmp(board, program, opts, kw)
+                if result is None:          # quit over QMP
+                    return 0
+            else:
+                result = run_sync(board, program, loop=opts.loop, **kw)
         except LoadError as exc:
             _error(str(exc))
             return STATUS_LOAD_ERROR
@@ -244,6 +257,122 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return result.status
 
 
+def _run_with_qmp(board, program, opts: argparse.Namespace, kw: dict):
+    """``aemu run --qmp``: the run's result, or None after a QMP quit."""
+    from aemu.host.paths import Confinement
+    from aemu.host.vm import run_with_qmp
+    from aemu.hw.machine import Machine
+    from aemu.loop import run_with_loop
+
+    spec = opts.qmp if opts.qmp.startswith(("unix:", "tcp:")) else f"unix:{opts.qmp}"
+
+    async def main():
+        machine = Machine(board, program, start_paused=opts.paused, **kw)
+        return await run_with_qmp(machine, spec, Confinement([os.getcwd()]),
+                                  announce=lambda where: _error(f"QMP on {where}"))
+
+    return run_with_loop(main(), opts.loop)
+
+
+SERVE_DESCRIPTION = """\
+Run a long-lived host for many VMs on one event loop.  The host listens for
+QMP on its control socket (default STATE_DIR/host.qmp); create VMs there
+(__org.aemu_vm-create, or 'aemu qmp host vm-create name=NAME
+firmware=/abs/fw.elf'); each VM gets its own QMP socket, STATE_DIR/vms/NAME.qmp,
+that any QMP client drives as it would drive one QEMU.  Firmware, boards and
+files named in commands must lie in the state dir or an --allow-dir.
+SIGTERM, SIGINT or quit on the host socket stop every VM and remove the
+sockets.
+"""
+
+
+def cmd_serve(opts: argparse.Namespace) -> int:
+    from aemu.host import Host, HostError
+    from aemu.loop import run_with_loop
+
+    for d in opts.allow_dir:
+        if not os.path.isdir(d):
+            _error(f"--allow-dir {d}: not a directory")
+            return 2
+
+    async def main() -> None:
+        host = Host(opts.state_dir, listen=opts.listen, allow_dirs=opts.allow_dir)
+        await host.start()
+        _error(f"serve: state dir {host.state_dir}; host QMP on {host.address}")
+        await host.serve_forever()
+
+    try:
+        run_with_loop(main(), opts.loop)
+    except HostError as exc:
+        _error(f"serve: {exc}")
+        return 1
+    return 0
+
+
+def cmd_qmp(opts: argparse.Namespace) -> int:
+    from aemu.host.client import ClientError, one_shot, resolve_socket, shell
+    from aemu.loop import run_with_loop
+
+    try:
+        address = resolve_socket(opts.socket, opts.state_dir)
+        if opts.qmp_command is None:
+            if opts.wait_event:
+                _error("qmp: --wait-event needs a COMMAND")
+                return 2
+            return run_with_loop(shell(address, opts.socket), "asyncio")
+        return run_with_loop(one_shot(address, opts.qmp_command, opts.arguments,
+                                      wait_event=opts.wait_event, timeout=opts.timeout),
+                             "asyncio")
+    except ClientError as exc:
+        _error(f"qmp: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_host_commands(sub) -> None:
+    serve = sub.add_parser("serve", help="run a multi-VM host with QMP control sockets",
+                           description=SERVE_DESCRIPTION,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="where sockets and logs live (default $AEMU_STATE_DIR, else "
+                            "$XDG_STATE_HOME/aemu, else ~/.local/state/aemu); made 0700")
+    serve.add_argument("--listen", metavar="ADDR",
+                       help="host control socket: unix:PATH or tcp:[HOST:]PORT (loopback "
+                            "unless an address is named; default unix:STATE_DIR/host.qmp)")
+    serve.add_argument("--allow-dir", metavar="DIR", action="append", default=[],
+                       help="a directory VMs may load firmware and boards from and commands "
+                            "may write to (repeatable); the state dir always is one")
+    serve.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                       help="event loop (default uvloop)")
+    qmp = sub.add_parser(
+        "qmp", help="send a QMP command to a VM or host, or open a QMP shell",
+        description="Send one QMP command and print its result as JSON (exit status 1 on "
+                    "a QMP error), or without COMMAND open an interactive shell that "
+                    "prints events as they arrive.  SOCKET is unix:PATH, tcp:HOST:PORT, a "
+                    "socket path, 'host' (the serve host's socket) or a VM name.  ARGS are "
+                    "one JSON object or key=value words; aemu's own commands may be "
+                    "given without their __org.aemu_ prefix.",
+        epilog="examples:\n"
+               "  aemu qmp host vm-create name=fw1 firmware=/srv/fw/app.elf paused=true\n"
+               "  aemu qmp fw1 cont\n"
+               "  aemu qmp fw1 query-status\n"
+               "  aemu qmp fw1 read-memory '{\"addr\": 4096, \"size\": 16}'\n"
+               "  aemu qmp fw1 human-monitor-command command-line='info registers'\n"
+               "  aemu qmp fw1 cont --wait-event SHUTDOWN --timeout 10\n"
+               "  aemu qmp fw1                      (an interactive shell)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    qmp.add_argument("socket", metavar="SOCKET")
+    qmp.add_argument("qmp_command", nargs="?", metavar="COMMAND")
+    qmp.add_argument("arguments", nargs="*", metavar="ARGS")
+    qmp.add_argument("--state-dir", metavar="DIR",
+                     help="the serve host's state dir, for 'host' and VM names")
+    qmp.add_argument("--wait-event", metavar="EVENT",
+                     help="after the command, wait for this event and print it")
+    qmp.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="how long --wait-event waits (default: forever)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
@@ -261,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pass
             status = 141
         sys.exit(status)
+    if opts.command == "serve":
+        sys.exit(cmd_serve(opts))
+    if opts.command == "qmp":
+        sys.exit(cmd_qmp(opts))
     parser.error(f"unknown command {opts.command}")
     return 2
 

@@ -180,7 +180,7 @@ class Machine:
 
         self.state = RunState.PAUSED
         self.result: RunResult | None = None
-        self._listeners: list[asyncio.Queue] = []
+        self._listeners: list[Callable[[dict], Any]] = []
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._wake_fut: asyncio.Future | None = None
@@ -285,16 +285,25 @@ class Machine:
 
     # -- control ------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
-        """A queue of events: dicts with "event" (STOP, RESUME, RESET, SHUTDOWN,
-        GUEST_PANICKED, SUSPEND), "data" and "timestamp" (host seconds)."""
+        """A queue of events: dicts with "event", "data" and "timestamp" (host
+        seconds).  Events and their data are QEMU's: STOP, RESUME, SUSPEND,
+        RESET and SHUTDOWN ({"guest": bool, "reason": ShutdownCause}),
+        GUEST_PANICKED ({"action": "pause"})."""
         q: asyncio.Queue = asyncio.Queue()
-        self._listeners.append(q)
+        self._listeners.append(q.put_nowait)
         return q
+
+    def add_listener(self, callback: Callable[[dict], Any]) -> None:
+        """Call ``callback(event)`` for every event (same dicts as subscribe)."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[dict], Any]) -> None:
+        self._listeners.remove(callback)
 
     def _emit(self, event: str, **data: Any) -> None:
         item = {"event": event, "data": data, "timestamp": time.time()}
-        for q in self._listeners:
-            q.put_nowait(item)
+        for listener in self._listeners:
+            listener(item)
 
     def _set_state(self, state: RunState, event: str | None = None, **data: Any) -> None:
         if state is self.state:
@@ -321,13 +330,16 @@ class Machine:
             self._set_state(RunState.PAUSED, "STOP")
 
     def resume(self) -> None:
-        """Continue a paused machine (a RESUME event)."""
-        if self.state is RunState.PAUSED:
+        """Continue a paused (or reset, prelaunch) machine (a RESUME event)."""
+        if self.state in (RunState.PAUSED, RunState.PRELAUNCH):
             self._mark_wall()
             self._set_state(RunState.RUNNING, "RESUME")
 
-    def system_reset(self) -> None:
-        """Reset the board now: CPU, devices, program image (a RESET event)."""
+    def system_reset(self, *, guest: bool = True, reason: str = "guest-reset") -> None:
+        """Reset the board now: CPU, devices, program image (a RESET event with
+        QEMU's cause: ``guest=False, reason="host-qmp-system-reset"`` when a
+        host asked).  A running or paused machine stays so; one that had ended
+        (shut down, panicked) comes back in ``prelaunch``, ready for resume()."""
         self.timers.clear()
         self.cpu.set_irq(0)
         self.cpu.halted = False
@@ -337,9 +349,13 @@ class Machine:
         if self._image_source is not None:
             self._load()
         self._reset_requested = False
-        self._emit("RESET", guest=True, reason="guest-reset")
+        self._stop_at = None
+        self._emit("RESET", guest=guest, reason=reason)
         if self.state is RunState.SUSPENDED:
             self._set_state(RunState.RUNNING, "RESUME")
+        elif self.state in ENDED:
+            self.result = None
+            self._set_state(RunState.PRELAUNCH)
 
     async def wait_state(self, *states: RunState) -> RunState:
         """Wait until the machine is in one of ``states`` (default: ended)."""
@@ -371,6 +387,13 @@ class Machine:
         return self.result
 
     # -- host input ---------------------------------------------------------------
+    def uart_input(self, uart: str, data: bytes) -> None:
+        """Queue ``data`` for a UART as if its back-end had received it
+        (KeyError if there is no such UART, or the machine is not started)."""
+        if uart not in self._inputs:
+            raise KeyError(uart)
+        self._on_input(uart, data)
+
     def _on_input(self, uart: str, data: bytes) -> None:
         buf = self._inputs[uart]
         buf += data
@@ -559,10 +582,19 @@ class Machine:
 
     def _end(self, result: RunResult, state: RunState, event: str | None = None) -> None:
         self.result = result
+        data: dict[str, Any] = {}
         if event is None:
             event = {RunState.SHUTDOWN: "SHUTDOWN", RunState.GUEST_PANICKED: "GUEST_PANICKED",
                      RunState.DEBUG: "STOP", RunState.INTERNAL_ERROR: "SHUTDOWN"}.get(state, "STOP")
-        self._set_state(state, event, reason=result.reason, status=result.status)
+        if event == "SHUTDOWN":
+            data = {"guest": True, "reason": "guest-shutdown"}
+            if state is RunState.INTERNAL_ERROR:
+                data = {"guest": False, "reason": "host-error"}
+            elif result.reason == "max-insns":        # no QEMU cause fits a host limit
+                data = {"guest": False, "reason": "none"}
+        elif event == "GUEST_PANICKED":
+            data = {"action": "pause"}
+        self._set_state(state, event, **data)
 
 
 def run_sync(board: "Board | None", image: str | os.PathLike | bytes | None, *,

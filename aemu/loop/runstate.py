@@ -12,6 +12,13 @@ class RunState(str, enum.Enum):
     GUEST_PANICKED = "guest-panicked"  # an exception the guest could not take
     DEBUG = "debug"                  # stopped at a breakpoint (excp bpt without a handler)
     INTERNAL_ERROR = "internal-error"
+    PRELAUNCH = "prelaunch"          # reset after it ended: ready, waiting for cont
+
+    @property
+    def needs_reset(self) -> bool:
+        """cont is refused until a system_reset (QEMU's runstate_needs_reset)."""
+        return self in (RunState.SHUTDOWN, RunState.GUEST_PANICKED, RunState.INTERNAL_ERROR,
+                        RunState.DEBUG)
 
     def __str__(self) -> str:
         return self.value

@@ -1,0 +1,142 @@
+"""One VM as a host holds it: the machine, its QMP server, its log file.
+
+The machine's events go to the QMP clients as QEMU's events.  ``quit`` (from
+the VM's own socket) ends the VM: a SHUTDOWN event with the cause, then the
+machine stops, its sockets close and their files go away.  A VM whose guest
+faults stays in ``guest-panicked`` until reset or destroyed; nothing it does
+reaches another VM.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from aemu.host.paths import Confinement
+from aemu.host.server import QmpServer
+from aemu.host.vm_commands import vm as vm_commands
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VmConfig:
+    """What a VM is made from (the host's vm-create arguments, resolved)."""
+    name: str
+    firmware: Optional[str] = None          # None: the bundled demo
+    args: list[str] = field(default_factory=list)
+    board: Optional[str] = None             # board file; None: the default board
+    ram_size: Optional[int] = None
+    cpu_hz: Optional[int] = None
+    pace: str = "realtime"
+    paused: bool = False
+    uart: Optional[str] = None              # back-end spec for uart0
+    fs_root: Optional[str] = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"firmware": self.firmware or "(demo)", "pace": self.pace}
+        if self.board:
+            out["board"] = self.board
+        if self.args:
+            out["args"] = list(self.args)
+        return out
+
+
+class HostedVm:
+    """A machine with its QMP socket.  Build with ``await HostedVm.start(...)``."""
+
+    def __init__(self, config: VmConfig, machine: Any, confinement: Confinement,
+                 log_file: Optional[io.BufferedWriter] = None,
+                 on_quit: Optional[Callable[["HostedVm"], Any]] = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.machine = machine
+        self.confinement = confinement
+        self.server = QmpServer(vm_commands, self)
+        self.qmp_address = ""
+        self._log_file = log_file
+        self._on_quit = on_quit
+        self._closed = False
+        self.quit_requested = asyncio.Event()
+        machine.add_listener(self._forward)
+
+    def _forward(self, item: dict) -> None:
+        self.server.broadcast(item["event"], item["data"] or None, item["timestamp"])
+
+    async def open(self, qmp: str) -> None:
+        """Start the machine and listen for QMP clients on ``qmp``."""
+        try:
+            await self.machine.start()
+            self.qmp_address = await self.server.listen(qmp)
+        except BaseException:
+            await self._close_machine()
+            raise
+
+    def request_quit(self) -> None:
+        """quit from the VM's socket: end the VM once the reply is out."""
+        self.quit_requested.set()
+        asyncio.get_running_loop().call_soon(
+            lambda: asyncio.ensure_future(self.close(reason="host-qmp-quit")))
+
+    async def close(self, reason: str | None = "host-qmp-quit") -> None:
+        """SHUTDOWN (guest false, ``reason``; none if ``reason`` is None) to the
+        clients, then stop the machine, close the sockets, remove their files."""
+        if self._closed:
+            return
+        self._closed = True
+        if reason is not None:
+            self.server.broadcast("SHUTDOWN", {"guest": False, "reason": reason})
+        await self._close_machine()
+        await self.server.close()
+        if self._log_file is not None:
+            self._log_file.close()
+        if self._on_quit is not None:
+            self._on_quit(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def _close_machine(self) -> None:
+        try:
+            await self.machine.close()
+        except Exception as exc:       # its loop already ended with an internal error
+            log.warning("VM %s: %s", self.name, exc)
+
+    def info(self) -> dict[str, Any]:
+        state = self.machine.state
+        return {"name": self.name, "status": state.value, "running": state.value == "running",
+                "qmp": self.qmp_address, "ram-size": self.machine.cpu.ram_size,
+                **self.config.describe()}
+
+
+def open_log(path: Path) -> io.BufferedWriter:
+    """The VM's log file, private to the user, appended to."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "ab", buffering=0)  # type: ignore[return-value]
+
+
+async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
+                       announce: Callable[[str], None] = lambda where: None) -> Any:
+    """``aemu run --qmp``: one VM with a QMP socket, as one QEMU process.  Ends
+    when the guest ends (its result) or on ``quit`` (None)."""
+    from aemu.hw.machine import ENDED
+    from aemu.loop import RunState
+
+    vm = HostedVm(VmConfig(name=machine.name), machine, confinement)
+    await vm.open(qmp)
+    announce(vm.qmp_address)
+    ended = asyncio.ensure_future(machine.wait_state(RunState.SUSPENDED, *ENDED))
+    quit_ = asyncio.ensure_future(vm.quit_requested.wait())
+    try:
+        await asyncio.wait({ended, quit_}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        quit_.cancel()
+        quitting = vm.quit_requested.is_set()
+        await vm.close(reason="host-qmp-quit" if quitting else None)
+    return None if quitting else machine.result
