@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "seconds")
     run.add_argument("--qmp", metavar="ADDR",
                      help="serve QMP for this VM on unix:PATH (or a path) or tcp:[HOST:]PORT, "
-                          "as QEMU's -qmp does; quit ends the run (status 0)")
+                          "as QEMU's -qmp does; quit or SIGTERM ends the run (status 0)")
     run.add_argument("--paused", action="store_true",
                      help="start paused (like QEMU's -S): a QMP client sends cont")
     run.set_defaults(subparser=run)

@@ -101,7 +101,12 @@ class Client:
         return sorted(self._names)
 
     async def close(self) -> None:
-        await self.qmp.disconnect()
+        try:
+            await self.qmp.disconnect()
+        except (EOFError, OSError):
+            # the server closed first (after quit, or a VM that ended): qemu.qmp
+            # re-raises its reader's EOF here; there is nothing left to close
+            pass
 
 
 def _dump(value: Any) -> str:
@@ -162,8 +167,9 @@ async def shell(address: "str | tuple[str, int]", prompt_name: str) -> int:
     client = Client("aemu-shell")
     await client.connect(address)
     greeting = client.qmp.greeting
-    version = greeting.QMP.version if greeting else None
-    print(f"connected to {prompt_name} ({version.package if version else 'QMP'}); "
+    # qemu.qmp models the greeting's "QMP" member; its "version" stays a dict
+    version = greeting.QMP.version if greeting else {}
+    print(f"connected to {prompt_name} ({version.get('package') or 'QMP'}); "
           "'help' lists commands, ^D leaves", flush=True)
 
     async def show_events() -> None:

@@ -11,7 +11,7 @@ from aemu import __version__
 from aemu.host.commands import CommandContext
 from aemu.host.protocol import QmpError
 
-_X_FMT = re.compile(r"/(\d*)([xdubc]?)([bhwg]?)$")
+_X_FMT = re.compile(r"/([0-9]{0,6})([xdubc]?)([bhwg]?)$", re.ASCII)
 _SIZES = {"b": 1, "h": 2, "w": 4, "g": 8}
 HELP = {
     "help": "help|? -- this list",

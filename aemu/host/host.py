@@ -137,8 +137,8 @@ class Host:
     async def shutdown(self, reason: str = "host-qmp-quit") -> None:
         """Stop every VM, close every socket, remove their files."""
         await self.server.close()
-        for vm in list(self.vms.values()):
-            await vm.close(reason=reason)
+        await asyncio.gather(*(vm.close(reason=reason) for vm in list(self.vms.values())),
+                             return_exceptions=True)
         self.vms.clear()
         self._unlock()
 
@@ -196,7 +196,9 @@ class Host:
                 board.validate()
             except (BoardError, OSError) as exc:
                 raise HostError(f"board: {exc}") from None
-            log_file = open_log(self.vms_dir / f"{name}.log")
+            log_path = self.vms_dir / f"{name}.log"
+            fresh = not log_path.exists()
+            log_file = open_log(log_path)
 
             def warn(text: str, f: io.BufferedWriter = log_file) -> None:
                 with contextlib.suppress(OSError, ValueError):
@@ -226,8 +228,10 @@ class Host:
             return vm
         finally:
             self._creating.discard(name)
-            if log_file is not None:
+            if log_file is not None:           # failed: leave no trace of the attempt
                 log_file.close()
+                if fresh and log_path.stat().st_size == 0:
+                    log_path.unlink()
 
     def _forget(self, vm: HostedVm) -> None:
         if self.vms.get(vm.name) is vm:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from aemu.host.commands import CommandContext, CommandTable, Int
 from aemu.host.protocol import QmpError
 from aemu.host.vm_commands import common
+from aemu.hw.board import MAX_RAM
 
 host = CommandTable(common)
 PACES = ("fast", "realtime")
@@ -15,7 +16,7 @@ PACES = ("fast", "realtime")
 
 @host.command("__org.aemu_vm-create", {
     "name": "str", "*firmware": "str", "*args": ["str"], "*board": "str",
-    "*ram-size": Int(2, 1 << 24), "*cpu-hz": Int(1, 10 ** 12), "*pace": PACES,
+    "*ram-size": Int(2, MAX_RAM), "*cpu-hz": Int(1, 10 ** 12), "*pace": PACES,
     "*paused": "bool", "*uart": "str", "*fs-root": "str"})
 async def vm_create(ctx: CommandContext, name: str, firmware: str | None = None,
                     args: list[str] | None = None, board: str | None = None,

@@ -7,7 +7,8 @@ until it is done.  Requests beyond ``MAX_QUEUED`` pause reading from the
 client (so a flood is pushed back by the kernel), and a client that stops
 reading its replies and events is disconnected once ``MAX_OUTPUT`` bytes wait
 for it.  A client that goes away mid-command changes nothing: the command
-finishes and its reply is dropped.
+finishes and its reply is dropped; what it had queued behind it (or sent
+after the replies it did not read) is not executed.
 """
 from __future__ import annotations
 
@@ -85,16 +86,23 @@ class QmpSession(asyncio.Protocol):
             self.transport.close()
 
     # -- requests --------------------------------------------------------------------
+    def _gone(self) -> bool:
+        """Closed, or closing (dropped for not reading, or at EOF): what it
+        still has queued is not executed."""
+        return self.closed or self.transport is None or self.transport.is_closing()
+
     def _drain_queue(self) -> None:
-        while self._queue and not self._busy and not self.closed:
+        while self._queue and not self._busy and not self._gone():
             item = self._queue.popleft()
             self._handle(item)
-        if self.transport is None or self.closed:
+        transport = self.transport
+        if transport is None or self._gone():
+            self._queue.clear()
             return
         want_pause = len(self._queue) >= MAX_QUEUED
         if want_pause != self._reading_paused:
             self._reading_paused = want_pause
-            (self.transport.pause_reading if want_pause else self.transport.resume_reading)()
+            (transport.pause_reading if want_pause else transport.resume_reading)()
 
     def _handle(self, msg: Any) -> None:
         if isinstance(msg, QmpError):

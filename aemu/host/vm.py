@@ -12,6 +12,7 @@ import asyncio
 import io
 import logging
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -61,6 +62,7 @@ class HostedVm:
         self._log_file = log_file
         self._on_quit = on_quit
         self._closed = False
+        self._closing: Optional[asyncio.Future] = None
         self.quit_requested = asyncio.Event()
         machine.add_listener(self._forward)
 
@@ -84,10 +86,15 @@ class HostedVm:
 
     async def close(self, reason: str | None = "host-qmp-quit") -> None:
         """SHUTDOWN (guest false, ``reason``; none if ``reason`` is None) to the
-        clients, then stop the machine, close the sockets, remove their files."""
-        if self._closed:
-            return
-        self._closed = True
+        clients, then stop the machine, close the sockets, remove their files.
+        A second call (quit's own close racing the host's) waits for the first
+        to finish instead of returning while the sockets are still there."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._close(reason))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str | None) -> None:
         if reason is not None:
             self.server.broadcast("SHUTDOWN", {"guest": False, "reason": reason})
         await self._close_machine()
@@ -123,20 +130,36 @@ def open_log(path: Path) -> io.BufferedWriter:
 async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
                        announce: Callable[[str], None] = lambda where: None) -> Any:
     """``aemu run --qmp``: one VM with a QMP socket, as one QEMU process.  Ends
-    when the guest ends (its result) or on ``quit`` (None)."""
+    when the guest ends (its result), or on ``quit`` or SIGTERM (None; the
+    clients get SHUTDOWN with host-qmp-quit or host-signal, as from QEMU)."""
     from aemu.hw.machine import ENDED
     from aemu.loop import RunState
 
     vm = HostedVm(VmConfig(name=machine.name), machine, confinement)
     await vm.open(qmp)
     announce(vm.qmp_address)
+    reason = "host-qmp-quit"
+
+    def on_sigterm() -> None:
+        nonlocal reason
+        reason = "host-signal"
+        vm.quit_requested.set()
+
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        handled = True
+    except (NotImplementedError, RuntimeError):    # not the main thread, or no signals
+        handled = False
     ended = asyncio.ensure_future(machine.wait_state(RunState.SUSPENDED, *ENDED))
     quit_ = asyncio.ensure_future(vm.quit_requested.wait())
     try:
         await asyncio.wait({ended, quit_}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)
         ended.cancel()
         quit_.cancel()
         quitting = vm.quit_requested.is_set()
-        await vm.close(reason="host-qmp-quit" if quitting else None)
+        await vm.close(reason=reason if quitting else None)
     return None if quitting else machine.result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from typing import Any
 
 from aemu import __version__
@@ -17,6 +18,7 @@ from aemu.host.commands import CommandContext, CommandTable, Int
 from aemu.host.paths import PathError
 from aemu.host.protocol import QmpError
 from aemu.host.server import QEMU_VERSION
+from aemu.hw.machine import MachineError
 from aemu.loop import RunState
 
 MAX_TRANSFER = 1 << 20          #: bytes one memory read/write command may move
@@ -152,6 +154,11 @@ def query_registers(ctx: CommandContext) -> dict:
     return out
 
 
+_GPR = re.compile(r"r(1[0-5]|[0-9])", re.ASCII)
+#: widths of the special registers in the core (csrc/cr16.h struct cr16_regs)
+_SPECIAL_BITS = {"pc": 24, "psr": 16, "cfg": 16, "dbs": 16, "dsr": 16}
+
+
 @vm.command("__org.aemu_set-registers", {"registers": "object"})
 def set_registers(ctx: CommandContext, registers: dict) -> None:
     """Set some registers (names as query-registers gives them)."""
@@ -162,17 +169,20 @@ def set_registers(ctx: CommandContext, registers: dict) -> None:
     for key, value in registers.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise QmpError(f"register {key}: expected a non-negative integer")
-        if key.startswith("r") and key[1:].isdigit() and int(key[1:]) < 16:
-            i = int(key[1:])
-            if value >> (16 if i < 12 else 32):
-                raise QmpError(f"register {key}: {value:#x} does not fit")
-            regs[i] = value
+        m = _GPR.fullmatch(key)
+        if m:
+            i = int(m.group(1))
+            bits = 16 if i < 12 else 32
         elif key in SPECIAL_REGS:
-            if value >> 32:
-                raise QmpError(f"register {key}: {value:#x} does not fit")
-            special[key] = value
+            bits = _SPECIAL_BITS.get(key, 32)
         else:
             raise QmpError(f"unknown register {key!r}")
+        if value >> bits:
+            raise QmpError(f"register {key}: {value:#x} does not fit in {bits} bits")
+        if m:
+            regs[i] = value
+        else:
+            special[key] = value
     machine.cpu.set_state({"r": regs, **special})
 
 
@@ -220,7 +230,10 @@ async def run_until(ctx: CommandContext, cycles: int | None = None,
     machine = _machine(ctx)
     if machine.state.needs_reset:
         raise QmpError("Resetting the Virtual Machine is required")
-    state = await machine.run_until(cycles=cycles, ns=ns)
+    try:
+        state = await machine.run_until(cycles=cycles, ns=ns)
+    except MachineError as exc:             # the VM went away meanwhile
+        raise QmpError(str(exc)) from None
     return {"status": state.value, "cycles": machine.cycles}
 
 
@@ -234,6 +247,8 @@ def uart_input(ctx: CommandContext, data: str, device: str = "uart0") -> None:
         _machine(ctx).uart_input(device, raw)
     except KeyError:
         raise QmpError(f"no UART named {device!r}", "DeviceNotFound") from None
+    except BufferError as exc:
+        raise QmpError(str(exc)) from None
 
 
 @vm.command("human-monitor-command", {"command-line": "str", "*cpu-index": Int(0, 0)})

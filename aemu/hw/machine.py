@@ -362,6 +362,8 @@ class Machine:
         wanted = states or ENDED
         assert self._changed is not None, "start() the machine first"
         while self.state not in wanted:
+            if self._closing:
+                raise MachineError(f"{self.name}: the machine was closed")
             self._changed.clear()
             await self._changed.wait()
         return self.state
@@ -372,11 +374,16 @@ class Machine:
         if (cycles is None) == (ns is None):
             raise ValueError("give exactly one of cycles= or ns=")
         target = cycles if cycles is not None else self.clock.ns_to_cycles(ns)  # type: ignore[arg-type]
-        if target <= self.cycles:
-            return self.state
+        if target <= self.cycles or self.state not in (RunState.PAUSED, RunState.PRELAUNCH,
+                                                       RunState.RUNNING):
+            return self.state       # there already, or it cannot run (ended, suspended)
         self._stop_at = target
         self.resume()
-        await self.wait_state(RunState.PAUSED, *ENDED)
+        try:
+            await self.wait_state(RunState.PAUSED, RunState.SUSPENDED, *ENDED)
+        finally:
+            if self.state is not RunState.RUNNING:
+                self._stop_at = None
         return self.state
 
     async def run(self) -> RunResult:
@@ -392,6 +399,9 @@ class Machine:
         (KeyError if there is no such UART, or the machine is not started)."""
         if uart not in self._inputs:
             raise KeyError(uart)
+        if len(self._inputs[uart]) + len(data) > INPUT_HIGH_WATER:
+            raise BufferError(f"{uart}: {len(self._inputs[uart])} bytes of input are waiting "
+                              f"for the guest already (at most {INPUT_HIGH_WATER})")
         self._on_input(uart, data)
 
     def _on_input(self, uart: str, data: bytes) -> None:
