@@ -142,6 +142,8 @@ void cr16_set_irq(struct cr16_cpu *c, int vector)
 }
 int cr16_get_irq(const struct cr16_cpu *c) { return c->irq; }
 void cr16_raise_nmi(struct cr16_cpu *c) { c->nmi = 1; }
+int cr16_nmi_pending(const struct cr16_cpu *c) { return c->nmi; }
+void cr16_set_nmi_pending(struct cr16_cpu *c, int pending) { c->nmi = pending != 0; }
 int cr16_halted(const struct cr16_cpu *c) { return c->halted; }
 void cr16_set_halted(struct cr16_cpu *c, int halted) { c->halted = halted != 0; }
 

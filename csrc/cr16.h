@@ -99,6 +99,9 @@ uint32_t cr16_fault_addr(const struct cr16_cpu *cpu);
 void cr16_set_irq(struct cr16_cpu *cpu, int vector);
 int cr16_get_irq(const struct cr16_cpu *cpu);
 void cr16_raise_nmi(struct cr16_cpu *cpu);
+/* The latched NMI edge (for savevm). */
+int cr16_nmi_pending(const struct cr16_cpu *cpu);
+void cr16_set_nmi_pending(struct cr16_cpu *cpu, int pending);
 int cr16_halted(const struct cr16_cpu *cpu);
 void cr16_set_halted(struct cr16_cpu *cpu, int halted);
 

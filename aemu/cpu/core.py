@@ -252,6 +252,15 @@ class Cpu:
         lib.cr16_raise_nmi(self._cpu)
 
     @property
+    def nmi_pending(self) -> bool:
+        """An NMI edge latched and not yet taken."""
+        return bool(lib.cr16_nmi_pending(self._cpu))
+
+    @nmi_pending.setter
+    def nmi_pending(self, value: bool) -> None:
+        lib.cr16_set_nmi_pending(self._cpu, 1 if value else 0)
+
+    @property
     def halted(self) -> bool:
         return bool(lib.cr16_halted(self._cpu))
 

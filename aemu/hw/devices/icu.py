@@ -15,6 +15,7 @@ from typing import Callable, ClassVar
 
 from aemu.hw.device import DeviceContext
 from aemu.hw.devices._regs import Reg, RegisterDevice
+from aemu.savevm.vmstate import Priority, VMStateDescription, u8, u16, u32
 
 NUM_LINES = 32
 VECTOR_BASE = 16
@@ -52,8 +53,22 @@ class IcuLine:
         return f"<{self._icu.name} line {self.n}: {int(self.level)}>"
 
 
+def _lines_down(icu: "Icu", version: int) -> None:
+    # PEND is the line levels: not saved, the devices raise their lines again
+    # in their own post_load, which is why the ICU must load before them
+    icu.pend = 0
+
+
+ICU_VMSD = VMStateDescription(
+    "cr16-icu", version=1, minimum_version=1, priority=Priority.ICU,
+    fields=[u32("enable"), u8("prio", count=NUM_LINES), u16("nmistat")],
+    pre_load=_lines_down,
+    post_load=lambda icu, version: icu.post_load())
+
+
 class Icu(RegisterDevice):
     kind: ClassVar[str] = "icu"
+    vmsd: ClassVar[VMStateDescription] = ICU_VMSD
 
     def __init__(self, name: str, base: int, ctx: DeviceContext, *,
                  deliver: Callable[[int], None], nmi: Callable[[], None]) -> None:

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from aemu.hw.device import DeviceContext, TimerHandle
 from aemu.hw.devices._regs import Reg, RegisterDevice
+from aemu.savevm.vmstate import VMStateDescription, u16, u32, u64
 
 CTRL_EN = 1 << 0
 CTRL_PERIODIC = 1 << 1
@@ -31,8 +32,16 @@ CTRL_MASK = CTRL_EN | CTRL_PERIODIC | CTRL_IE
 STATUS_EXP = 1 << 0
 
 
+TIMER_VMSD = VMStateDescription(
+    "cr16-timer", version=1, minimum_version=1,
+    fields=[u16("ctrl"), u16("prescale"), u32("reload"), u16("status"), u64("start_cycle"),
+            u32("count_at_start"), u16("prescale_in_use")],
+    post_load=lambda dev, version: dev.post_load())
+
+
 class Timer(RegisterDevice):
     kind: ClassVar[str] = "timer"
+    vmsd: ClassVar[VMStateDescription] = TIMER_VMSD
 
     def __init__(self, name: str, base: int, ctx: DeviceContext, *, irq: int) -> None:
         super().__init__(name, base, ctx)

@@ -21,6 +21,7 @@ from typing import ClassVar, Protocol
 
 from aemu.hw.device import DeviceContext, TimerHandle
 from aemu.hw.devices._regs import Reg, RegisterDevice
+from aemu.savevm.vmstate import VMStateDescription, boolean, buffer, u16, u32, u64
 
 STATUS_TXE = 1 << 0
 REG_STATUS = 0x02
@@ -37,8 +38,30 @@ class TxBackend(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
+def _uart_post_load(uart: "Uart", version: int) -> None:
+    uart.rx_fifo = bytearray(uart.rx_fifo)
+    uart.post_load()
+
+
+UART_VMSD = VMStateDescription(
+    "cr16-uart", version=1, minimum_version=1,
+    fields=[u16("ctrl"), u16("baud"), u32("rx_len"), buffer("rx_fifo", size_field="rx_len"),
+            boolean("ovr"), u64("tx_busy_until")],
+    post_load=_uart_post_load)
+
+
 class Uart(RegisterDevice):
     kind: ClassVar[str] = "uart"
+    vmsd: ClassVar[VMStateDescription] = UART_VMSD
+
+    @property
+    def rx_len(self) -> int:
+        """Bytes in the receive FIFO (saved before the FIFO itself)."""
+        return len(self.rx_fifo)
+
+    @rx_len.setter
+    def rx_len(self, value: int) -> None:
+        pass                         # follows from rx_fifo
 
     def __init__(self, name: str, base: int, ctx: DeviceContext, *, irq_rx: int, irq_tx: int,
                  baud: int = 115200) -> None:

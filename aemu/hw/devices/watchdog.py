@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from aemu.hw.device import DeviceContext, TimerHandle
 from aemu.hw.devices._regs import Reg, RegisterDevice
+from aemu.savevm.vmstate import VMStateDescription, boolean, u16, u32, u64
 
 CTRL_EN = 1 << 0
 CTRL_NMI = 1 << 1
@@ -26,8 +27,16 @@ STATUS_FIRED = 1 << 0
 KICK_KEY = 0x5A5A
 
 
+WATCHDOG_VMSD = VMStateDescription(
+    "cr16-watchdog", version=1, minimum_version=1,
+    fields=[u16("ctrl"), u32("timeout"), u16("status"), u64("deadline"),
+            boolean("reset_requested")],
+    post_load=lambda dev, version: dev.post_load())
+
+
 class Watchdog(RegisterDevice):
     kind: ClassVar[str] = "watchdog"
+    vmsd: ClassVar[VMStateDescription] = WATCHDOG_VMSD
 
     def __init__(self, name: str, base: int, ctx: DeviceContext) -> None:
         super().__init__(name, base, ctx)

@@ -1,0 +1,117 @@
+"""A whole VM as savevm sections: the CPU, every device, the clock and its
+pending timers, RAM and the run state, in QEMU's stream format.
+
+    data = save_vm(vm)          # bytes: a QEVM stream of a VM between slices
+    load_vm(vm, data)           # the VM is exactly as it was (or unchanged + StreamError)
+
+Section order is priority order (the interrupt controller first, so that
+devices raising their lines again in post_load find it restored), then board
+order; the clock goes last because it re-orders the timers that the devices'
+post_load armed.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aemu.cpu.vmstate import CPU_VMSD, CpuState
+from aemu.loop import RunState
+from aemu.savevm.codec import StreamError, apply
+from aemu.savevm.stream import GlobalState, Section, parse, write_stream
+from aemu.savevm.vmstate import Priority, VMStateDescription, u8, u32, u64
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aemu.hw.machine import Machine
+
+
+class ClockState:
+    """The virtual clock's idle cycles and the order of the pending device
+    timers (ties at one cycle fire in the order they were armed)."""
+
+    def __init__(self, vm: "Machine") -> None:
+        self.vm = vm
+        self.idle_cycles = 0
+        self.n_timers = 0
+        self.timer_order: list[int] = []
+
+    def _owners(self) -> list[Any]:
+        return list(self.vm.devices.values())
+
+    def pull(self) -> None:
+        vm = self.vm
+        self.idle_cycles = vm.clock.idle_cycles
+        owners = {id(dev): i for i, dev in enumerate(self._owners())}
+        live = sorted(t for t in vm.timers._heap if not t.cancelled)
+        order = []
+        for t in live:
+            owner = getattr(t.callback, "__self__", None)
+            if id(owner) not in owners:
+                raise ValueError(f"a pending timer that belongs to no device: {t.callback!r}")
+            order.append(owners[id(owner)])
+        self.timer_order = order
+        self.n_timers = len(order)
+
+    def push(self) -> None:
+        vm = self.vm
+        vm.clock.idle_cycles = self.idle_cycles
+        devices = self._owners()
+        rank = {}
+        for i, index in enumerate(self.timer_order):
+            if index < len(devices):
+                rank.setdefault(id(devices[index]), i)
+        live = [t for t in vm.timers._heap if not t.cancelled]
+        for t in live:
+            t._seq = rank.get(id(getattr(t.callback, "__self__", None)), len(rank) + t._seq)
+        vm.timers._heap[:] = sorted(live)
+
+
+CLOCK_VMSD = VMStateDescription(
+    "aemu-clock", version=1, minimum_version=1, priority=Priority.LOW,
+    fields=[u64("idle_cycles"), u32("n_timers"), u8("timer_order", count_field="n_timers")],
+    pre_save=lambda c: c.pull(),
+    post_load=lambda c, version: c.push())
+
+
+def sections(vm: "Machine") -> list[Section]:
+    """The VM's sections in save (and load) order."""
+    out = [Section("cpu", 0, CPU_VMSD, CpuState(vm.cpu))]
+    out += [Section(name, 0, dev.vmsd, dev) for name, dev in vm.devices.items()]
+    out.append(Section("clock", 0, CLOCK_VMSD, ClockState(vm)))
+    # stable sort: priority, then registration (board) order
+    return sorted(out, key=lambda s: -int(s.vmsd.priority))
+
+
+def save_vm(vm: "Machine") -> bytearray:
+    """The VM's whole state as a QEVM stream.  Call between slices (from the
+    event loop); the VM is not changed."""
+    state = vm.state
+    gs = GlobalState(state.value, suspended=state is RunState.SUSPENDED)
+    return write_stream(vm.board.name, vm.cpu.ram, sections(vm), gs)
+
+
+def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:
+    """Replace the VM's whole state with the stream's.  Everything is checked
+    first: a bad stream raises StreamError and leaves the VM as it was.
+    Returns the run state the stream was saved in (the caller decides whether
+    to resume)."""
+    secs = sections(vm)
+    parsed = parse(data, secs, machine_type=vm.board.name, ram_size=vm.cpu.ram_size)
+    saved = parsed.globalstate.runstate if parsed.globalstate else "paused"
+    try:
+        state = RunState(saved)
+    except ValueError:
+        raise StreamError(f"unknown run state {saved!r}", None, "globalstate") from None
+    # everything checked: from here on, no errors but bugs
+    vm.timers.clear()
+    vm.cpu.set_irq(0)
+    cpu = vm.cpu
+    cpu.write(0, bytes(cpu.ram_size))
+    for offset, page in parsed.pages:
+        if page:
+            cpu.write(offset, page)
+    for sec, values in parsed.sections:
+        apply(sec.vmsd, sec.obj, values)
+    vm.cpu.cycle_offset = vm.clock.idle_cycles
+    return state
+
+
+__all__ = ["load_vm", "save_vm", "sections", "StreamError"]

@@ -1,0 +1,364 @@
+"""QEMU's migration stream format (docs: qemu-migration.md §2), written and
+read for aemu's sections.
+
+    QEVM, version 3
+    0x07 configuration   (machine type = board name; target-page-bits 12)
+    0x01 START "ram" v4  (MEM_SIZE, the block list, EOS)          + footer
+    0x03 END   "ram"     (one PAGE record per non-zero page, EOS) + footer
+    0x04 FULL  <device>  (each vmstate section, in priority order) + footer
+    0x04 FULL  "globalstate"                                        + footer
+    0x00 EOF
+    0x06 be32 length, the JSON VM description
+
+Reading is strict and side-effect free: ``parse`` checks magic, version,
+configuration, every section's identity and version, every length against
+what remains, footers and the end, and returns a ``Parsed`` that ``apply``
+(aemu/savevm/machine.py) puts into a VM only if everything was good.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+from aemu.savevm.codec import Reader, StreamError, Values, check_version, decode, encode
+from aemu.savevm.vmstate import VMStateDescription, buffer, u32
+
+MAGIC = 0x5145564D               # "QEVM"
+VERSION = 3
+EOF, START, PART, END, FULL, SUBSECTION, VMDESC, CONFIGURATION, COMMAND = range(9)
+FOOTER = 0x7E
+PAGE_BITS = 12
+PAGE_SIZE = 1 << PAGE_BITS
+RAM_VERSION = 4
+RAM_BLOCK = "cr16.ram"
+# RAM record flags (the low bits of each be64 record header)
+RAM_ZERO, RAM_MEM_SIZE, RAM_PAGE, RAM_EOS, RAM_CONTINUE = 0x02, 0x04, 0x08, 0x10, 0x20
+RAM_FLAG_MASK = PAGE_SIZE - 1
+
+
+@dataclass
+class Section:
+    """One vmstate section: what it is called in the stream and what it saves."""
+    idstr: str
+    instance_id: int
+    vmsd: VMStateDescription
+    obj: Any
+
+
+class _Config:
+    def __init__(self, name: str = "", page_bits: int = PAGE_BITS) -> None:
+        self.name = name.encode()
+        self.len = len(self.name)
+        self.target_page_bits = page_bits
+
+
+CONFIG_VMSD = VMStateDescription(
+    "configuration", version=1, minimum_version=1,
+    fields=[u32("len"), buffer("name", size_field="len")],
+    subsections=[VMStateDescription("configuration/target-page-bits", version=1,
+                                    fields=[u32("target_page_bits")],
+                                    needed=lambda c: True)])
+
+
+class GlobalState:
+    """QEMU's ``globalstate`` section: the run state by name (a 100-byte
+    NUL-padded buffer, after its be32 size) and whether the guest was
+    suspended."""
+
+    def __init__(self, runstate: str = "", suspended: bool = False) -> None:
+        self.runstate = runstate
+        self.suspended = suspended
+
+    @property
+    def size(self) -> int:
+        return len(self.runstate) + 1
+
+    @size.setter
+    def size(self, value: int) -> None:
+        pass
+
+    @property
+    def buf(self) -> bytes:
+        name = self.runstate.encode("ascii")[:31]
+        return name + bytes(32 - len(name)) + bytes([1, int(self.suspended)]) + bytes(66)
+
+    @buf.setter
+    def buf(self, raw: bytes) -> None:
+        name = raw[:32].split(b"\0", 1)[0]
+        try:
+            self.runstate = name.decode("ascii")
+        except UnicodeDecodeError:
+            self.runstate = "?"
+        self.suspended = bool(raw[32] and raw[33])
+
+
+GLOBALSTATE_VMSD = VMStateDescription(
+    "globalstate", version=1, minimum_version=1,
+    fields=[u32("size"), buffer("buf", 100)])
+
+
+# -- writing -----------------------------------------------------------------------------------
+def write_stream(machine_type: str, ram: "bytes | bytearray | memoryview",
+                 sections: Sequence[Section], globalstate: GlobalState) -> bytearray:
+    """The whole stream of a stopped VM (non-iterative: RAM in one pass)."""
+    out = bytearray(MAGIC.to_bytes(4, "big") + VERSION.to_bytes(4, "big"))
+    out.append(CONFIGURATION)
+    config_desc = encode(CONFIG_VMSD, _Config(machine_type), out)
+    devices: list[dict[str, Any]] = []
+    section_id = 0
+
+    def header(kind: int, idstr: str, instance: int, version: int) -> int:
+        nonlocal section_id
+        section_id += 1
+        out.append(kind)
+        out.extend(section_id.to_bytes(4, "big"))
+        name = idstr.encode("ascii")
+        out.append(len(name))
+        out.extend(name)
+        out.extend(instance.to_bytes(4, "big") + version.to_bytes(4, "big"))
+        return section_id
+
+    def footer(sid: int) -> None:
+        out.append(FOOTER)
+        out.extend(sid.to_bytes(4, "big"))
+
+    ram_id = header(START, "ram", 0, RAM_VERSION)
+    write_ram_setup(out, len(ram))
+    footer(ram_id)
+    out.append(END)
+    out += ram_id.to_bytes(4, "big")
+    write_ram_pages(out, ram, range(0, len(ram), PAGE_SIZE))
+    footer(ram_id)
+    for sec in [*sections, Section("globalstate", 0, GLOBALSTATE_VMSD, globalstate)]:
+        sid = header(FULL, sec.idstr, sec.instance_id, sec.vmsd.version)
+        desc = encode(sec.vmsd, sec.obj, out)
+        footer(sid)
+        entry = {"name": sec.idstr, "instance_id": sec.instance_id,
+                 "vmsd_name": sec.vmsd.name, "version": sec.vmsd.version,
+                 "fields": desc["fields"]}
+        if "subsections" in desc:
+            entry["subsections"] = desc["subsections"]
+        devices.append(entry)
+    out.append(EOF)
+    vmdesc = json.dumps({"page_size": PAGE_SIZE, "configuration": config_desc,
+                         "devices": devices}, separators=(",", ":")).encode("ascii")
+    out.append(VMDESC)
+    out += len(vmdesc).to_bytes(4, "big")
+    out += vmdesc
+    return out
+
+
+def write_ram_setup(out: bytearray, ram_size: int) -> None:
+    out += (ram_size | RAM_MEM_SIZE).to_bytes(8, "big")
+    name = RAM_BLOCK.encode()
+    out.append(len(name))
+    out += name
+    out += ram_size.to_bytes(8, "big")
+    out += RAM_EOS.to_bytes(8, "big")
+
+
+def write_ram_pages(out: bytearray, ram: "bytes | bytearray | memoryview",
+                    pages: Iterable[int]) -> int:
+    """PAGE records for the non-zero pages among ``pages`` (offsets), then
+    EOS; a last partial page is padded with zeros.  Returns pages written."""
+    view = memoryview(ram)
+    first, written = True, 0
+    zero = bytes(PAGE_SIZE)
+    size = len(view)
+    for offset in pages:
+        page = view[offset:offset + PAGE_SIZE]
+        if page == zero[:len(page)]:
+            continue
+        if first:
+            out += (offset | RAM_PAGE).to_bytes(8, "big")
+            name = RAM_BLOCK.encode()
+            out.append(len(name))
+            out += name
+            first = False
+        else:
+            out += (offset | RAM_PAGE | RAM_CONTINUE).to_bytes(8, "big")
+        out += page
+        if offset + PAGE_SIZE > size:
+            out += bytes(offset + PAGE_SIZE - size)
+        written += 1
+    out += RAM_EOS.to_bytes(8, "big")
+    return written
+
+
+# -- reading -----------------------------------------------------------------------------------
+@dataclass
+class Parsed:
+    machine_type: str
+    ram_size: int
+    #: (offset, page bytes) for every page the stream carries; the rest is zero
+    pages: list[tuple[int, bytes]] = field(default_factory=list)
+    #: (section, decoded values), in stream order
+    sections: list[tuple[Section, Values]] = field(default_factory=list)
+    globalstate: Optional[GlobalState] = None
+    vmdesc: Optional[dict] = None
+
+
+def parse(data: "bytes | bytearray | memoryview", sections: Sequence[Section], *,
+          machine_type: str, ram_size: int) -> Parsed:
+    """Check and decode a whole stream against this VM's sections; nothing is
+    changed.  Raises StreamError naming the section and byte offset."""
+    r = Reader(data)
+    if r.remaining() < 8:
+        raise r.error("not a migration stream: too short")
+    magic = r.uint(4)
+    if magic != MAGIC:
+        raise r.error(f"not a migration stream: magic {magic:#010x}, expected QEVM", 0)
+    version = r.uint(4)
+    if version != VERSION:
+        raise r.error(f"stream version {version} is not supported (only {VERSION})", 4)
+    if r.u8("configuration marker") != CONFIGURATION:
+        raise r.error("the configuration section is missing", 8)
+    r.section = "configuration"
+    cfg = _Config()
+    values = decode(CONFIG_VMSD, cfg, r, CONFIG_VMSD.version)
+    name = values["name"].decode("ascii", "replace")
+    if name != machine_type:
+        raise StreamError(f"the stream is for board {name!r}, this VM is {machine_type!r}",
+                          9, "configuration")
+    bits = values.subsections.get("configuration/target-page-bits")
+    if bits is not None and bits["target_page_bits"] != PAGE_BITS:
+        raise StreamError(f"target page bits {bits['target_page_bits']}, expected {PAGE_BITS}",
+                          None, "configuration")
+    parsed = Parsed(name, ram_size)
+    by_key = {(s.idstr, s.instance_id): s for s in sections}
+    by_key[("globalstate", 0)] = Section("globalstate", 0, GLOBALSTATE_VMSD, GlobalState())
+    active: dict[int, str] = {}       # section id -> idstr of open iterative sections
+    seen: set[tuple[str, int]] = set()
+    ram_ready = False
+    while True:
+        r.section = None
+        at = r.pos
+        kind = r.u8("section type")
+        if kind == EOF:
+            break
+        if kind in (START, FULL):
+            sid = r.uint(4, "section id")
+            idstr = r.cstr("section name")
+            instance = r.uint(4, "instance id")
+            sec_version = r.uint(4, "section version")
+            r.section = idstr
+            key = (idstr, instance)
+            if key in seen:
+                raise r.error(f"section {idstr!r} instance {instance} sent twice", at)
+            seen.add(key)
+            if idstr == "ram" and instance == 0:
+                if kind != START or sec_version != RAM_VERSION:
+                    raise r.error(f"ram section must be START version {RAM_VERSION}", at)
+                _read_ram_setup(r, parsed)
+                ram_ready = True
+                active[sid] = "ram"
+            else:
+                sec = by_key.get(key)
+                if sec is None:
+                    raise r.error(f"unknown section {idstr!r} instance {instance}", at)
+                if kind != FULL:
+                    raise r.error(f"section {idstr!r} is not iterative", at)
+                check_version(sec.vmsd, sec_version, r, at)
+                values = decode(sec.vmsd, sec.obj, r, sec_version)
+                if idstr == "globalstate":
+                    gs = GlobalState()
+                    gs.buf = values["buf"]
+                    parsed.globalstate = gs
+                else:
+                    parsed.sections.append((sec, values))
+            _footer(r, sid)
+        elif kind in (PART, END):
+            sid = r.uint(4, "section id")
+            if active.get(sid) != "ram" or not ram_ready:
+                raise r.error(f"{'PART' if kind == PART else 'END'} for section id {sid}, "
+                              "which was not started", at)
+            r.section = "ram"
+            _read_ram_pages(r, parsed)
+            _footer(r, sid)
+            if kind == END:
+                del active[sid]
+        elif kind == COMMAND:
+            raise r.error("stream commands are not accepted in a saved VM", at)
+        else:
+            raise r.error(f"unknown section type {kind:#04x}", at)
+    if active:
+        raise r.error("the stream ended inside the ram section")
+    if not ram_ready:
+        raise r.error("the stream has no ram section")
+    missing = [k for k in by_key if k not in seen and k[0] != "globalstate"]
+    if missing:
+        raise r.error("sections missing from the stream: " +
+                      ", ".join(f"{i}/{n}" for i, n in missing))
+    if r.remaining():
+        at = r.pos
+        if r.u8() != VMDESC:
+            raise r.error("unexpected bytes after the end of the stream", at)
+        n = r.uint(4, "description length")
+        raw = r.take(n, "description")
+        try:
+            parsed.vmdesc = json.loads(bytes(raw))
+        except ValueError:
+            raise r.error("the VM description is not JSON", at) from None
+        if r.remaining():
+            raise r.error("unexpected bytes after the VM description")
+    return parsed
+
+
+def _footer(r: Reader, sid: int) -> None:
+    at = r.pos
+    if r.u8("section footer") != FOOTER:
+        raise r.error("missing section footer", at)
+    got = r.uint(4, "footer section id")
+    if got != sid:
+        raise r.error(f"section footer has id {got}, expected {sid}", at)
+
+
+def _read_ram_setup(r: Reader, parsed: Parsed) -> None:
+    head = r.uint(8, "ram header")
+    if not head & RAM_MEM_SIZE or head & RAM_FLAG_MASK & ~RAM_MEM_SIZE:
+        raise r.error("ram section does not start with MEM_SIZE")
+    total = head & ~RAM_FLAG_MASK
+    name = r.cstr("ram block name")
+    length = r.uint(8, "ram block length")
+    if name != RAM_BLOCK:
+        raise r.error(f"unknown ram block {name!r}")
+    if length != total or length != parsed.ram_size:
+        raise r.error(f"the stream has {length} bytes of RAM, this VM {parsed.ram_size}")
+    if r.uint(8, "ram end marker") != RAM_EOS:
+        raise r.error("ram setup does not end with EOS")
+
+
+def _read_ram_pages(r: Reader, parsed: Parsed) -> None:
+    size = parsed.ram_size
+    block_known = False
+    while True:
+        at = r.pos
+        head = r.uint(8, "ram record")
+        flags = head & RAM_FLAG_MASK
+        offset = head & ~RAM_FLAG_MASK
+        if flags == RAM_EOS:
+            return
+        if flags & ~(RAM_PAGE | RAM_ZERO | RAM_CONTINUE) or bool(flags & RAM_PAGE) == \
+                bool(flags & RAM_ZERO):
+            raise r.error(f"unsupported ram record flags {flags:#x}", at)
+        if flags & RAM_CONTINUE:
+            if not block_known:
+                raise r.error("ram record continues a block that was never named", at)
+        else:
+            name = r.cstr("ram block name")
+            if name != RAM_BLOCK:
+                raise r.error(f"unknown ram block {name!r}", at)
+            block_known = True
+        if offset >= size or offset % PAGE_SIZE:
+            raise r.error(f"ram page at {offset:#x} is outside RAM ({size:#x} bytes) or "
+                          "not page-aligned", at)
+        if flags & RAM_ZERO:
+            if r.u8("zero page fill") != 0:
+                raise r.error("zero page record with a non-zero fill", at)
+            parsed.pages.append((offset, b""))
+        else:
+            page = bytes(r.take(PAGE_SIZE, "ram page"))
+            if offset + PAGE_SIZE > size and any(page[size - offset:]):
+                raise r.error("ram page runs past the end of RAM", at)
+            parsed.pages.append((offset, page[:size - offset]))
