@@ -280,6 +280,30 @@ void cr16_dirty_clear(struct cr16_cpu *c, int id)
 
 uint32_t cr16_dirty_pages(const struct cr16_cpu *c) { return c->npages; }
 
+/* Copy back from `saved` (a full copy of RAM, `saved_len` bytes) every page
+ * consumer `id` saw written, then clear its map.  The other consumers see
+ * those pages as written (they changed).  Returns the pages restored, or -1. */
+int cr16_dirty_restore(struct cr16_cpu *c, int id, const uint8_t *saved, uint32_t saved_len)
+{
+    if (!cr16_dirty_sync(c, id) || saved_len != c->ram_size)
+        return -1;
+    uint8_t *map = c->consumer[id];
+    const uint32_t n = c->npages;
+    int restored = 0;
+    for (uint32_t p = 0; p < n; p++) {
+        if (!map[p])
+            continue;
+        uint32_t addr = p << CR16_PAGE_BITS;
+        uint32_t len = c->ram_size - addr < CR16_PAGE_SIZE ? c->ram_size - addr : CR16_PAGE_SIZE;
+        memcpy(c->ram + addr, saved + addr, len);
+        mark_range(c, addr, len);
+        restored++;
+    }
+    cr16_dirty_sync(c, id);
+    memset(map, 0, n);
+    return restored;
+}
+
 /* ---- MMIO ---- */
 
 int cr16_map_mmio(struct cr16_cpu *c, uint32_t base, uint32_t size, cr16_mmio_fn fn, void *opaque)

@@ -119,6 +119,10 @@ void cr16_dirty_free(struct cr16_cpu *cpu, int id);
 uint8_t *cr16_dirty_sync(struct cr16_cpu *cpu, int id);   /* up-to-date map */
 void cr16_dirty_clear(struct cr16_cpu *cpu, int id);
 uint32_t cr16_dirty_pages(const struct cr16_cpu *cpu);    /* map length */
+/* Copy the pages consumer `id` saw written back from `saved` (a whole-RAM
+ * copy of saved_len == RAM size bytes) and clear its map: the RAM half of an
+ * in-memory checkpoint restore.  Returns pages restored, or -1. */
+int cr16_dirty_restore(struct cr16_cpu *cpu, int id, const uint8_t *saved, uint32_t saved_len);
 
 /* MMIO windows outside RAM.  Returns 0, or -1 (overlap / table full). */
 int cr16_map_mmio(struct cr16_cpu *cpu, uint32_t base, uint32_t size, cr16_mmio_fn fn,

@@ -367,6 +367,14 @@ class DirtyLog:
     def clear(self) -> None:
         lib.cr16_dirty_clear(self._cpu._cpu, self.id)
 
+    def restore(self, saved: "bytes | bytearray") -> int:
+        """Copy the pages written since the last clear back from ``saved`` (a
+        whole-RAM copy), in C, and clear; returns how many pages."""
+        n = lib.cr16_dirty_restore(self._cpu._cpu, self.id, ffi.from_buffer(saved), len(saved))
+        if n < 0:
+            raise ValueError("saved RAM must be exactly the size of guest RAM")
+        return n
+
     def close(self) -> None:
         if self.id >= 0:
             lib.cr16_dirty_free(self._cpu._cpu, self.id)

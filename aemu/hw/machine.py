@@ -186,6 +186,7 @@ class Machine:
         self._wake_fut: asyncio.Future | None = None
         self._closing = False
         self._stop_at: int | None = None
+        self._epoch = 0               # bumped when the state is replaced (load, restore)
         self._inputs: dict[str, bytearray] = {}
         self._backends: dict[str, "CharBackend"] = {}
         self._wall_start = 0.0
@@ -356,6 +357,33 @@ class Machine:
         elif self.state in ENDED:
             self.result = None
             self._set_state(RunState.PRELAUNCH)
+
+    def state_replaced(self, saved: RunState) -> None:
+        """After savevm replaced the whole state (snapshot load, checkpoint
+        restore): forget the old run's host-side plans and take the run state
+        QEMU would: a guest that cannot run (suspended, ended) comes back so;
+        otherwise a running VM keeps running and any other is paused."""
+        self._epoch += 1
+        self._stop_at = None
+        self._reset_requested = False
+        self.result = None
+        if saved in (RunState.RUNNING, RunState.PAUSED, RunState.PRELAUNCH):
+            target = RunState.RUNNING if self.state is RunState.RUNNING else RunState.PAUSED
+        else:
+            target = saved
+        if target is RunState.RUNNING:
+            self._mark_wall()
+        event = {RunState.PAUSED: "STOP", RunState.SUSPENDED: "SUSPEND"}.get(target)
+        if self.state is not target:
+            self._set_state(target, event)
+        self._poke()
+
+    def checkpoint(self) -> Any:
+        """An in-memory checkpoint of the whole VM; ``restore()`` returns to it
+        (only the pages written since are copied back).  See
+        aemu.savevm.checkpoint.Checkpoint."""
+        from aemu.savevm.checkpoint import Checkpoint   # savevm sits above hw
+        return Checkpoint(self)
 
     async def wait_state(self, *states: RunState) -> RunState:
         """Wait until the machine is in one of ``states`` (default: ended)."""
@@ -549,6 +577,7 @@ class Machine:
         # wait for the deadline in wall time (realtime), or for input / control:
         # one future and one timer handle per wait, as cheap as asyncio gets
         loop = asyncio.get_running_loop()
+        epoch = self._epoch
         fut = self._wake_fut = loop.create_future()
         handle = None
         if nxt is not None:
@@ -561,6 +590,8 @@ class Machine:
             self._wake_fut = None
             if handle is not None:
                 handle.cancel()
+        if self._epoch != epoch:        # the state was replaced while we slept
+            return
         if self.pace == "realtime":
             elapsed_ns = int((time.monotonic() - self._wall_start) * 1e9)
             target = self.clock.ns_to_cycles(self._wall_ns_at_start + elapsed_ns)

@@ -274,6 +274,8 @@ def apply(vmsd: VMStateDescription, obj: Any, values: Values) -> None:
                     apply(f.vmsd, item, v)
             else:
                 apply(f.vmsd, getattr(obj, f.name), value)
+        elif isinstance(value, (list, tuple)):
+            setattr(obj, f.name, list(value))      # a fresh list: never alias the values
         else:
             setattr(obj, f.name, value)
     for sub in vmsd.subsections:

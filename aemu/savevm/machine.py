@@ -91,8 +91,9 @@ def save_vm(vm: "Machine") -> bytearray:
 def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:
     """Replace the VM's whole state with the stream's.  Everything is checked
     first: a bad stream raises StreamError and leaves the VM as it was.
-    Returns the run state the stream was saved in (the caller decides whether
-    to resume)."""
+    Afterwards the VM is in the run state QEMU's loadvm gives it (a running VM
+    keeps running, a paused one stays paused, a snapshot of a suspended or
+    ended guest brings that state back); returns the state it was saved in."""
     secs = sections(vm)
     parsed = parse(data, secs, machine_type=vm.board.name, ram_size=vm.cpu.ram_size)
     saved = parsed.globalstate.runstate if parsed.globalstate else "paused"
@@ -111,6 +112,7 @@ def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:
     for sec, values in parsed.sections:
         apply(sec.vmsd, sec.obj, values)
     vm.cpu.cycle_offset = vm.clock.idle_cycles
+    vm.state_replaced(state)
     return state
 
 

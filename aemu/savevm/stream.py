@@ -143,6 +143,10 @@ def write_stream(machine_type: str, ram: "bytes | bytearray | memoryview",
     out.append(EOF)
     vmdesc = json.dumps({"page_size": PAGE_SIZE, "configuration": config_desc,
                          "devices": devices}, separators=(",", ":")).encode("ascii")
+    # analyze-migration.py finds the JSON as the first "{" after the file's
+    # last NUL byte: the length bytes after their last NUL must hold no "{"
+    while b"{" in len(vmdesc).to_bytes(4, "big").rsplit(b"\0", 1)[-1]:
+        vmdesc += b" "
     out.append(VMDESC)
     out += len(vmdesc).to_bytes(4, "big")
     out += vmdesc
