@@ -1,13 +1,29 @@
+/* mmap flags (MAP_ANONYMOUS) are POSIX extensions beyond -std=c11 */
+#define _DEFAULT_SOURCE
 /* cpu.c - the CR16C core's public API: life cycle, registers, memory,
  * dirty tracking, interrupts and MMIO windows.  No global state. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/types.h>
 
 #include "cr16_internal.h"
 
 static uint32_t pages_of(uint32_t bytes, unsigned bits)
 {
     return (uint32_t)(((uint64_t)bytes + (1u << bits) - 1) >> bits);
+}
+
+/* RAM is its own anonymous mapping (plus slack for a wide read at the last
+ * byte), page-aligned so that a snapshot file can be mapped over it. */
+static size_t ram_map_len(uint32_t ram_size)
+{
+    return ((size_t)ram_size + 8 + CR16_PAGE_SIZE - 1) & ~(size_t)(CR16_PAGE_SIZE - 1);
+}
+
+static size_t ram_pages_len(uint32_t ram_size)
+{
+    return ((size_t)ram_size + CR16_PAGE_SIZE - 1) & ~(size_t)(CR16_PAGE_SIZE - 1);
 }
 
 struct cr16_cpu *cr16_new(uint32_t ram_size)
@@ -20,8 +36,11 @@ struct cr16_cpu *cr16_new(uint32_t ram_size)
         return NULL;
     c->ram_size = ram_size;
     c->npages = pages_of(ram_size, CR16_PAGE_BITS);
-    /* calloc: the OS hands out zero pages lazily, so a large idle RAM is cheap */
-    c->ram = calloc(1, ram_size + 8);
+    /* the OS hands out zero pages lazily, so a large idle RAM is cheap */
+    c->ram = mmap(NULL, ram_map_len(ram_size), PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (c->ram == MAP_FAILED)
+        c->ram = NULL;
     c->dirty = calloc(1, c->npages + 1);
     c->codeline = calloc(1, pages_of(ram_size, CR16_LINE_BITS) + 1);
     c->dpage = calloc(CR16_DPAGES, sizeof(dinsn *));
@@ -45,7 +64,8 @@ void cr16_free(struct cr16_cpu *c)
     free(c->dpage);
     free(c->codeline);
     free(c->dirty);
-    free(c->ram);
+    if (c->ram)
+        munmap(c->ram, ram_map_len(c->ram_size));
     free(c);
 }
 
@@ -199,6 +219,54 @@ int cr16_write(struct cr16_cpu *c, uint32_t addr, const void *src, uint32_t len)
         return -1;
     memcpy(c->ram + addr, src, len);
     mark_range(c, addr, len);
+    return 0;
+}
+
+uint32_t cr16_scan_nonzero(const struct cr16_cpu *c, uint8_t *map)
+{
+    uint32_t count = 0;
+    for (uint32_t p = 0; p < c->npages; p++) {
+        const uint8_t *page = c->ram + ((size_t)p << CR16_PAGE_BITS);
+        uint32_t len = c->ram_size - (p << CR16_PAGE_BITS);
+        if (len > CR16_PAGE_SIZE)
+            len = CR16_PAGE_SIZE;
+        /* word-wise: the common case is a whole zero page */
+        uint64_t acc = 0;
+        uint32_t i = 0;
+        for (; i + 8 <= len; i += 8) {
+            uint64_t w;
+            memcpy(&w, page + i, 8);
+            acc |= w;
+        }
+        for (; i < len; i++)
+            acc |= page[i];
+        map[p] = acc != 0;
+        count += acc != 0;
+    }
+    return count;
+}
+
+int cr16_clear_ram(struct cr16_cpu *c)
+{
+    void *p = mmap(c->ram, ram_map_len(c->ram_size), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    mark_range(c, 0, c->ram_size);
+    return 0;
+}
+
+int cr16_map_ram_file(struct cr16_cpu *c, int fd, uint64_t offset)
+{
+    if (offset & (CR16_PAGE_SIZE - 1))
+        return -1;
+    void *p = mmap(c->ram, ram_pages_len(c->ram_size), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_FIXED, fd, (off_t)offset);
+    if (p == MAP_FAILED) {
+        cr16_clear_ram(c);      /* MAP_FIXED may have dropped the old mapping */
+        return -1;
+    }
+    mark_range(c, 0, c->ram_size);
     return 0;
 }
 

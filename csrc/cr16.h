@@ -109,6 +109,17 @@ void cr16_set_halted(struct cr16_cpu *cpu, int halted);
  * drops predecoded code.  Return 0, or -1 if the range is not all RAM. */
 int cr16_write(struct cr16_cpu *cpu, uint32_t addr, const void *src, uint32_t len);
 int cr16_read(const struct cr16_cpu *cpu, uint32_t addr, void *dst, uint32_t len);
+/* All of RAM to zero at once (fresh anonymous pages); marks every page
+ * written.  Returns 0, or -1 (the mapping failed). */
+int cr16_clear_ram(struct cr16_cpu *cpu);
+/* map[p] = 1 if page p of RAM holds a non-zero byte, else 0 (map has
+ * cr16_dirty_pages() bytes); returns the number of non-zero pages. */
+uint32_t cr16_scan_nonzero(const struct cr16_cpu *cpu, uint8_t *map);
+/* Map RAM copy-on-write onto a file from the page-aligned `offset` on: pages
+ * are read from the file on first touch (a lazy snapshot load); holes read as
+ * zero.  The file must not change afterwards.  Every page counts as written.
+ * Returns 0, or -1 (then RAM is all zero). */
+int cr16_map_ram_file(struct cr16_cpu *cpu, int fd, uint64_t offset);
 /* Tell the core that the host changed RAM directly (through the buffer). */
 void cr16_invalidate(struct cr16_cpu *cpu, uint32_t addr, uint32_t len);
 

@@ -283,6 +283,25 @@ class Cpu:
         if n and lib.cr16_write(self._cpu, addr, ffi.from_buffer(data), n) != 0:
             raise IndexError(f"guest range {addr:#x}+{n:#x} is outside RAM")
 
+    def nonzero_pages(self) -> list[int]:
+        """Page numbers (4 KiB) of RAM that hold a non-zero byte (scanned in C)."""
+        n = lib.cr16_dirty_pages(self._cpu)
+        buf = ffi.new("uint8_t[]", n)
+        lib.cr16_scan_nonzero(self._cpu, buf)
+        raw = ffi.buffer(buf, n)[:]
+        return [i for i in range(n) if raw[i]] if raw.count(0) != n else []
+
+    def clear_ram(self) -> None:
+        """All of RAM to zero at once (every page counts as written)."""
+        if lib.cr16_clear_ram(self._cpu) != 0:
+            raise MemoryError("cannot remap guest RAM")
+
+    def map_ram_file(self, fd: int, offset: int) -> None:
+        """Back RAM copy-on-write by the file ``fd`` from ``offset`` (page
+        aligned): pages are read on first touch.  The file must not change."""
+        if lib.cr16_map_ram_file(self._cpu, fd, offset) != 0:
+            raise OSError(f"cannot map guest RAM onto the file at offset {offset}")
+
     def invalidate(self, addr: int = 0, length: int | None = None) -> None:
         """After writing ``ram`` directly: mark dirty and drop decoded code."""
         if length is None:

@@ -35,7 +35,8 @@ def capture(vmsd: VMStateDescription, obj: Any) -> Values:
                      else [capture(f.vmsd, item) for item in value])
         elif f.kind == "buffer":
             value = bytes(value)
-        elif isinstance(f.kind, Scalar) and (f.count is not None or f.count_field is not None):
+        elif (isinstance(f.kind, Scalar) or f.kind == "cstr") and (
+                f.count is not None or f.count_field is not None):
             value = tuple(value)
         values[f.name] = value
     for sub in vmsd.subsections:

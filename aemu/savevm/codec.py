@@ -143,6 +143,16 @@ def _encode_field(f: Field, obj: Any, out: bytearray, owner: str) -> list[dict[s
             _put_scalar(out, f.kind, item, where)
         entry = {"name": f.name, "type": f.kind.name, "size": f.kind.size}
         return [dict(entry, array_len=n)] if n else []
+    if f.kind == "cstr":
+        items = [value] if n is None else list(value)
+        for item in items:
+            raw = item.encode("ascii")
+            if len(raw) > 255:
+                raise ValueError(f"{where}: {item!r} is longer than 255 bytes")
+            out.append(len(raw))
+            out += raw
+        entry = {"name": f.name, "type": "capability", "size": 0}
+        return [dict(entry, array_len=n)] if n else ([] if n == 0 else [entry])
     if f.kind == "buffer":
         size = f.size if f.size_field is None else int(getattr(obj, f.size_field))
         data = bytes(value)
@@ -245,6 +255,8 @@ def _decode_field(f: Field, peek: Any, obj: Any, r: Reader, owner: str) -> Any:
             raise r.error(f"{what}: the stream has {value!r}, this VM {getattr(obj, f.name)!r}; "
                           "they must be equal", r.pos - k.size * (n or 1))
         return value
+    if f.kind == "cstr":
+        return r.cstr(what) if n is None else [r.cstr(what) for _ in range(n)]
     if f.kind == "buffer":
         size = f.size if f.size_field is None else int(getattr(peek, f.size_field))
         return bytes(r.take(size, what))

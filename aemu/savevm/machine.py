@@ -11,12 +11,12 @@ post_load armed.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aemu.cpu.vmstate import CPU_VMSD, CpuState
 from aemu.loop import RunState
 from aemu.savevm.codec import StreamError, apply
-from aemu.savevm.stream import GlobalState, Section, parse, write_stream
+from aemu.savevm.stream import PAGE_SIZE, GlobalState, Parsed, Section, parse, write_stream
 from aemu.savevm.vmstate import Priority, VMStateDescription, u8, u32, u64
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,12 +80,14 @@ def sections(vm: "Machine") -> list[Section]:
     return sorted(out, key=lambda s: -int(s.vmsd.priority))
 
 
+def globalstate_of(vm: "Machine") -> GlobalState:
+    return GlobalState(vm.state.value, suspended=vm.state is RunState.SUSPENDED)
+
+
 def save_vm(vm: "Machine") -> bytearray:
-    """The VM's whole state as a QEVM stream.  Call between slices (from the
-    event loop); the VM is not changed."""
-    state = vm.state
-    gs = GlobalState(state.value, suspended=state is RunState.SUSPENDED)
-    return write_stream(vm.board.name, vm.cpu.ram, sections(vm), gs)
+    """The VM's whole state as a QEVM stream, RAM inline.  Call between
+    slices (from the event loop); the VM is not changed."""
+    return write_stream(vm.board.name, vm.cpu.ram, sections(vm), globalstate_of(vm))
 
 
 def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:
@@ -94,8 +96,25 @@ def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:
     Afterwards the VM is in the run state QEMU's loadvm gives it (a running VM
     keeps running, a paused one stays paused, a snapshot of a suspended or
     ended guest brings that state back); returns the state it was saved in."""
-    secs = sections(vm)
-    parsed = parse(data, secs, machine_type=vm.board.name, ram_size=vm.cpu.ram_size)
+    parsed = parse(data, sections(vm), machine_type=vm.board.name, ram_size=vm.cpu.ram_size)
+    if parsed.bitmap is not None:
+        raise StreamError("a mapped-ram stream needs its file: use aemu.savevm.snapfile",
+                          None, "ram")
+
+    def load_ram() -> None:
+        cpu = vm.cpu
+        cpu.clear_ram()
+        for offset, page in parsed.pages:
+            if page:
+                cpu.write(offset, page)
+            else:                       # a ZERO record
+                cpu.write(offset, bytes(min(PAGE_SIZE, cpu.ram_size - offset)))
+    return apply_parsed(vm, parsed, load_ram)
+
+
+def apply_parsed(vm: "Machine", parsed: Parsed, load_ram: Callable[[], None]) -> RunState:
+    """Put a checked stream into the VM: RAM (``load_ram``), then every section
+    in stream order, then the clock and the run state."""
     saved = parsed.globalstate.runstate if parsed.globalstate else "paused"
     try:
         state = RunState(saved)
@@ -104,11 +123,7 @@ def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:
     # everything checked: from here on, no errors but bugs
     vm.timers.clear()
     vm.cpu.set_irq(0)
-    cpu = vm.cpu
-    cpu.write(0, bytes(cpu.ram_size))
-    for offset, page in parsed.pages:
-        if page:
-            cpu.write(offset, page)
+    load_ram()
     for sec, values in parsed.sections:
         apply(sec.vmsd, sec.obj, values)
     vm.cpu.cycle_offset = vm.clock.idle_cycles
@@ -116,4 +131,4 @@ def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:
     return state
 
 
-__all__ = ["load_vm", "save_vm", "sections", "StreamError"]
+__all__ = ["apply_parsed", "load_vm", "save_vm", "sections", "StreamError"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from aemu.savevm.codec import Reader, StreamError, Values, check_version, decode, encode
-from aemu.savevm.vmstate import VMStateDescription, buffer, u32
+from aemu.savevm.vmstate import VMStateDescription, buffer, cstr, u32
 
 MAGIC = 0x5145564D               # "QEVM"
 VERSION = 3
@@ -47,10 +47,13 @@ class Section:
 
 
 class _Config:
-    def __init__(self, name: str = "", page_bits: int = PAGE_BITS) -> None:
+    def __init__(self, name: str = "", page_bits: int = PAGE_BITS,
+                 capabilities: Sequence[str] = ()) -> None:
         self.name = name.encode()
         self.len = len(self.name)
         self.target_page_bits = page_bits
+        self.capabilities = list(capabilities)
+        self.caps_count = len(self.capabilities)
 
 
 CONFIG_VMSD = VMStateDescription(
@@ -58,7 +61,13 @@ CONFIG_VMSD = VMStateDescription(
     fields=[u32("len"), buffer("name", size_field="len")],
     subsections=[VMStateDescription("configuration/target-page-bits", version=1,
                                     fields=[u32("target_page_bits")],
-                                    needed=lambda c: True)])
+                                    needed=lambda c: True),
+                 VMStateDescription("configuration/capabilities", version=1,
+                                    fields=[u32("caps_count"),
+                                            cstr("capabilities", count_field="caps_count")],
+                                    needed=lambda c: bool(c.capabilities))])
+#: capabilities a stream may declare that this aemu understands
+KNOWN_CAPABILITIES = ("mapped-ram",)
 
 
 class GlobalState:
@@ -99,58 +108,131 @@ GLOBALSTATE_VMSD = VMStateDescription(
 
 
 # -- writing -----------------------------------------------------------------------------------
-def write_stream(machine_type: str, ram: "bytes | bytearray | memoryview",
-                 sections: Sequence[Section], globalstate: GlobalState) -> bytearray:
-    """The whole stream of a stopped VM (non-iterative: RAM in one pass)."""
-    out = bytearray(MAGIC.to_bytes(4, "big") + VERSION.to_bytes(4, "big"))
-    out.append(CONFIGURATION)
-    config_desc = encode(CONFIG_VMSD, _Config(machine_type), out)
-    devices: list[dict[str, Any]] = []
-    section_id = 0
+class _Writer:
+    """Builds a stream; sections get ids in the order they are opened."""
 
-    def header(kind: int, idstr: str, instance: int, version: int) -> int:
-        nonlocal section_id
-        section_id += 1
+    def __init__(self, machine_type: str, capabilities: Sequence[str] = ()) -> None:
+        self.out = bytearray(MAGIC.to_bytes(4, "big") + VERSION.to_bytes(4, "big"))
+        self.out.append(CONFIGURATION)
+        self.config_desc = encode(CONFIG_VMSD, _Config(machine_type, capabilities=capabilities),
+                                  self.out)
+        self.devices: list[dict[str, Any]] = []
+        self.section_id = 0
+
+    def header(self, kind: int, idstr: str, instance: int, version: int) -> int:
+        out = self.out
+        self.section_id += 1
         out.append(kind)
-        out.extend(section_id.to_bytes(4, "big"))
+        out += self.section_id.to_bytes(4, "big")
         name = idstr.encode("ascii")
         out.append(len(name))
-        out.extend(name)
-        out.extend(instance.to_bytes(4, "big") + version.to_bytes(4, "big"))
-        return section_id
+        out += name
+        out += instance.to_bytes(4, "big") + version.to_bytes(4, "big")
+        return self.section_id
 
-    def footer(sid: int) -> None:
-        out.append(FOOTER)
-        out.extend(sid.to_bytes(4, "big"))
+    def footer(self, sid: int) -> None:
+        self.out.append(FOOTER)
+        self.out += sid.to_bytes(4, "big")
 
-    ram_id = header(START, "ram", 0, RAM_VERSION)
-    write_ram_setup(out, len(ram))
-    footer(ram_id)
-    out.append(END)
-    out += ram_id.to_bytes(4, "big")
-    write_ram_pages(out, ram, range(0, len(ram), PAGE_SIZE))
-    footer(ram_id)
-    for sec in [*sections, Section("globalstate", 0, GLOBALSTATE_VMSD, globalstate)]:
-        sid = header(FULL, sec.idstr, sec.instance_id, sec.vmsd.version)
-        desc = encode(sec.vmsd, sec.obj, out)
-        footer(sid)
-        entry = {"name": sec.idstr, "instance_id": sec.instance_id,
-                 "vmsd_name": sec.vmsd.name, "version": sec.vmsd.version,
-                 "fields": desc["fields"]}
-        if "subsections" in desc:
-            entry["subsections"] = desc["subsections"]
-        devices.append(entry)
-    out.append(EOF)
-    vmdesc = json.dumps({"page_size": PAGE_SIZE, "configuration": config_desc,
-                         "devices": devices}, separators=(",", ":")).encode("ascii")
-    # analyze-migration.py finds the JSON as the first "{" after the file's
-    # last NUL byte: the length bytes after their last NUL must hold no "{"
-    while b"{" in len(vmdesc).to_bytes(4, "big").rsplit(b"\0", 1)[-1]:
-        vmdesc += b" "
-    out.append(VMDESC)
-    out += len(vmdesc).to_bytes(4, "big")
-    out += vmdesc
-    return out
+    def reopen(self, kind: int, sid: int) -> None:
+        self.out.append(kind)
+        self.out += sid.to_bytes(4, "big")
+
+    def finish(self, sections: Sequence[Section], globalstate: GlobalState) -> None:
+        """Every vmstate section, globalstate, EOF and the JSON description."""
+        out = self.out
+        for sec in [*sections, Section("globalstate", 0, GLOBALSTATE_VMSD, globalstate)]:
+            sid = self.header(FULL, sec.idstr, sec.instance_id, sec.vmsd.version)
+            desc = encode(sec.vmsd, sec.obj, out)
+            self.footer(sid)
+            entry = {"name": sec.idstr, "instance_id": sec.instance_id,
+                     "vmsd_name": sec.vmsd.name, "version": sec.vmsd.version,
+                     "fields": desc["fields"]}
+            if "subsections" in desc:
+                entry["subsections"] = desc["subsections"]
+            self.devices.append(entry)
+        out.append(EOF)
+        vmdesc = json.dumps({"page_size": PAGE_SIZE, "configuration": self.config_desc,
+                             "devices": self.devices}, separators=(",", ":")).encode("ascii")
+        # analyze-migration.py finds the JSON as the first "{" after the file's
+        # last NUL byte: the length bytes after their last NUL must hold no "{"
+        while b"{" in len(vmdesc).to_bytes(4, "big").rsplit(b"\0", 1)[-1]:
+            vmdesc += b" "
+        out.append(VMDESC)
+        out += len(vmdesc).to_bytes(4, "big")
+        out += vmdesc
+
+
+def write_stream(machine_type: str, ram: "bytes | bytearray | memoryview",
+                 sections: Sequence[Section], globalstate: GlobalState) -> bytearray:
+    """The whole stream of a stopped VM, RAM inline (non-iterative: one pass)."""
+    w = _Writer(machine_type)
+    ram_id = w.header(START, "ram", 0, RAM_VERSION)
+    write_ram_setup(w.out, len(ram))
+    w.footer(ram_id)
+    w.reopen(END, ram_id)
+    write_ram_pages(w.out, ram, range(0, len(ram), PAGE_SIZE))
+    w.footer(ram_id)
+    w.finish(sections, globalstate)
+    return w.out
+
+
+MAPPED_RAM_ALIGN = 1 << 20      #: the page area starts on a 1 MiB boundary, as QEMU's
+
+
+@dataclass
+class MappedLayout:
+    """A mapped-ram stream in three parts: ``head`` at offset 0, the page
+    bitmap at ``bitmap_offset``, page i of RAM at ``pages_offset + i * 4096``
+    (only the pages whose bit is set), and ``tail`` right after the page area."""
+    head: bytearray
+    bitmap: bytes
+    bitmap_offset: int
+    pages_offset: int
+    tail: bytearray
+    tail_offset: int
+
+    @property
+    def file_size(self) -> int:
+        return self.tail_offset + len(self.tail)
+
+
+def bitmap_bytes(npages: int) -> int:
+    """QEMU's bitmap size: whole 64-bit host words."""
+    return -(-npages // 64) * 8
+
+
+def layout_mapped(machine_type: str, ram_size: int, present: Iterable[int],
+                  sections: Sequence[Section], globalstate: GlobalState) -> MappedLayout:
+    """The mapped-ram stream of a stopped VM whose pages ``present`` (page
+    numbers) go to the file; the caller writes the pages themselves."""
+    w = _Writer(machine_type, capabilities=["mapped-ram"])
+    ram_id = w.header(START, "ram", 0, RAM_VERSION)
+    out = w.out
+    out += (ram_size | RAM_MEM_SIZE).to_bytes(8, "big")
+    name = RAM_BLOCK.encode()
+    out.append(len(name))
+    out += name
+    out += ram_size.to_bytes(8, "big")
+    npages = -(-ram_size // PAGE_SIZE)
+    bitmap = bytearray(bitmap_bytes(npages))
+    for page in present:
+        bitmap[page >> 3] |= 1 << (page & 7)
+    bitmap_offset = len(out) + 28
+    pages_offset = -(-(bitmap_offset + len(bitmap)) // MAPPED_RAM_ALIGN) * MAPPED_RAM_ALIGN
+    out += (1).to_bytes(4, "big") + PAGE_SIZE.to_bytes(8, "big")
+    out += bitmap_offset.to_bytes(8, "big") + pages_offset.to_bytes(8, "big")
+    head = w.out
+    # the stream goes on after the page area
+    tail_offset = pages_offset + ram_size
+    w.out = bytearray()
+    w.out += RAM_EOS.to_bytes(8, "big")
+    w.footer(ram_id)
+    w.reopen(END, ram_id)
+    w.out += RAM_EOS.to_bytes(8, "big")
+    w.footer(ram_id)
+    w.finish(sections, globalstate)
+    return MappedLayout(head, bytes(bitmap), bitmap_offset, pages_offset, w.out, tail_offset)
 
 
 def write_ram_setup(out: bytearray, ram_size: int) -> None:
@@ -201,6 +283,17 @@ class Parsed:
     sections: list[tuple[Section, Values]] = field(default_factory=list)
     globalstate: Optional[GlobalState] = None
     vmdesc: Optional[dict] = None
+    capabilities: list[str] = field(default_factory=list)
+    #: mapped-ram: the page bitmap (bit i = page i is in the file) and where pages start
+    bitmap: Optional[bytes] = None
+    pages_offset: int = 0
+
+    def present_pages(self) -> list[int]:
+        """Mapped-ram: the pages the file holds."""
+        assert self.bitmap is not None
+        npages = -(-self.ram_size // PAGE_SIZE)
+        bits = self.bitmap
+        return [i for i in range(npages) if bits[i >> 3] >> (i & 7) & 1]
 
 
 def parse(data: "bytes | bytearray | memoryview", sections: Sequence[Section], *,
@@ -230,6 +323,13 @@ def parse(data: "bytes | bytearray | memoryview", sections: Sequence[Section], *
         raise StreamError(f"target page bits {bits['target_page_bits']}, expected {PAGE_BITS}",
                           None, "configuration")
     parsed = Parsed(name, ram_size)
+    caps = values.subsections.get("configuration/capabilities")
+    if caps is not None:
+        parsed.capabilities = list(caps["capabilities"])
+        unknown = [c for c in parsed.capabilities if c not in KNOWN_CAPABILITIES]
+        if unknown:
+            raise StreamError(f"the stream needs capabilities this aemu lacks: {unknown}",
+                              None, "configuration")
     by_key = {(s.idstr, s.instance_id): s for s in sections}
     by_key[("globalstate", 0)] = Section("globalstate", 0, GLOBALSTATE_VMSD, GlobalState())
     active: dict[int, str] = {}       # section id -> idstr of open iterative sections
@@ -329,11 +429,37 @@ def _read_ram_setup(r: Reader, parsed: Parsed) -> None:
         raise r.error(f"unknown ram block {name!r}")
     if length != total or length != parsed.ram_size:
         raise r.error(f"the stream has {length} bytes of RAM, this VM {parsed.ram_size}")
+    if "mapped-ram" in parsed.capabilities:
+        _read_mapped_header(r, parsed)
     if r.uint(8, "ram end marker") != RAM_EOS:
         raise r.error("ram setup does not end with EOS")
 
 
+def _read_mapped_header(r: Reader, parsed: Parsed) -> None:
+    at = r.pos
+    if r.uint(4, "mapped-ram header version") != 1:
+        raise r.error("unsupported mapped-ram header version", at)
+    if r.uint(8, "mapped-ram page size") != PAGE_SIZE:
+        raise r.error(f"mapped-ram page size is not {PAGE_SIZE}", at)
+    bitmap_offset = r.uint(8, "bitmap offset")
+    pages_offset = r.uint(8, "pages offset")
+    nbytes = bitmap_bytes(-(-parsed.ram_size // PAGE_SIZE))
+    end = pages_offset + parsed.ram_size
+    if bitmap_offset < r.pos or bitmap_offset + nbytes > pages_offset or \
+            pages_offset % PAGE_SIZE or end > r.end:
+        raise r.error(f"mapped-ram offsets out of range (bitmap {bitmap_offset}, pages "
+                      f"{pages_offset}, file {r.end} bytes)", at)
+    parsed.bitmap = bytes(r.data[bitmap_offset:bitmap_offset + nbytes])
+    parsed.pages_offset = pages_offset
+    r.pos = end                      # the stream goes on after the page area
+
+
 def _read_ram_pages(r: Reader, parsed: Parsed) -> None:
+    if parsed.bitmap is not None:    # mapped-ram: pages are never inline
+        at = r.pos
+        if r.uint(8, "ram record") != RAM_EOS:
+            raise r.error("a mapped-ram stream carries no inline pages", at)
+        return
     size = parsed.ram_size
     block_known = False
     while True:

@@ -146,6 +146,13 @@ def buffer(name: str, size: int = 0, *, size_field: Optional[str] = None, versio
     return Field(name, "buffer", size=size, size_field=size_field, version=version, test=test)
 
 
+def cstr(name: str, *, count: Optional[int] = None, count_field: Optional[str] = None,
+         version: int = 0) -> Field:
+    """A short ASCII string: u8 length, then the bytes (QEMU's "capability"
+    type in the configuration section)."""
+    return Field(name, "cstr", count=count, count_field=count_field, version=version)
+
+
 def struct(name: str, vmsd: VMStateDescription, *, count: Optional[int] = None,
            version: int = 0, test: Optional[Callable[[Any, int], bool]] = None) -> Field:
     """A nested object (or a list of ``count`` of them) described by ``vmsd``."""
