@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aemu.savevm.codec import Values, apply
-from aemu.savevm.machine import sections
+from aemu.savevm.codec import Values
+from aemu.savevm.machine import apply_sections, sections
 from aemu.savevm.vmstate import Scalar, VMStateDescription
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,9 +65,7 @@ class Checkpoint:
         vm.timers.clear()
         vm.cpu.set_irq(0)
         pages = self._log.restore(self._ram)
-        for sec, values in self._sections:
-            apply(sec.vmsd, sec.obj, values)
-        vm.cpu.cycle_offset = vm.clock.idle_cycles
+        apply_sections(vm, self._sections)
         vm.state_replaced(self.state)
         return pages
 

@@ -210,12 +210,19 @@ def decode(vmsd: VMStateDescription, obj: Any, r: Reader, version: int) -> Value
     known = {sub.name: sub for sub in vmsd.subsections}
     while r.peek() == SUBSECTION:
         start = r.pos
-        save = r.pos
-        r.pos += 1
-        name = r.cstr("subsection name")
-        if not name.startswith(vmsd.name + "/"):
-            r.pos = save                  # belongs to an enclosing description
+        # peek, as QEMU does: a 0x05 that is not followed by a whole name of
+        # ours is not our subsection -- it belongs to an enclosing description
+        # (its subsection, or the field after a struct that happens to be 5)
+        n = r.data[start + 1] if start + 1 < r.end else -1
+        if n < 0 or start + 2 + n > r.end:
             break
+        try:
+            name = bytes(r.data[start + 2:start + 2 + n]).decode("ascii")
+        except UnicodeDecodeError:
+            break
+        if not name.startswith(vmsd.name + "/"):
+            break
+        r.pos = start + 2 + n
         sub = known.get(name)
         if sub is None:
             raise r.error(f"unknown subsection {name!r} of {vmsd.name!r}", start)

@@ -124,11 +124,23 @@ def apply_parsed(vm: "Machine", parsed: Parsed, load_ram: Callable[[], None]) ->
     vm.timers.clear()
     vm.cpu.set_irq(0)
     load_ram()
-    for sec, values in parsed.sections:
-        apply(sec.vmsd, sec.obj, values)
-    vm.cpu.cycle_offset = vm.clock.idle_cycles
+    apply_sections(vm, parsed.sections)
     vm.state_replaced(state)
     return state
 
 
-__all__ = ["apply_parsed", "load_vm", "save_vm", "sections", "StreamError"]
+def apply_sections(vm: "Machine", pairs: "list[tuple[Section, Any]]") -> None:
+    """Apply (section, values) pairs in order, the clock set first: the
+    devices' post_load re-arm timers and compare deadlines with ctx.now()
+    (the UART: is the transmitter still busy?), which must already be the
+    saved cycle, not the one the VM had before the load."""
+    by_name = {sec.idstr: values for sec, values in pairs}
+    vm.cpu.insn_count = by_name["cpu"]["insns"]
+    vm.clock.idle_cycles = by_name["clock"]["idle_cycles"]
+    vm.cpu.cycle_offset = vm.clock.idle_cycles
+    for sec, values in pairs:
+        apply(sec.vmsd, sec.obj, values)
+    vm.cpu.cycle_offset = vm.clock.idle_cycles
+
+
+__all__ = ["apply_parsed", "apply_sections", "load_vm", "save_vm", "sections", "StreamError"]

@@ -37,6 +37,13 @@ RAM_ZERO, RAM_MEM_SIZE, RAM_PAGE, RAM_EOS, RAM_CONTINUE = 0x02, 0x04, 0x08, 0x10
 RAM_FLAG_MASK = PAGE_SIZE - 1
 
 
+def page_up(n: int) -> int:
+    """``n`` rounded up to whole pages: the MEM_SIZE record's total (its low
+    bits are flags), as QEMU's block lengths are; the block record keeps the
+    exact RAM size, which need not be a multiple of the page size."""
+    return -(-n // PAGE_SIZE) * PAGE_SIZE
+
+
 @dataclass
 class Section:
     """One vmstate section: what it is called in the stream and what it saves."""
@@ -209,7 +216,7 @@ def layout_mapped(machine_type: str, ram_size: int, present: Iterable[int],
     w = _Writer(machine_type, capabilities=["mapped-ram"])
     ram_id = w.header(START, "ram", 0, RAM_VERSION)
     out = w.out
-    out += (ram_size | RAM_MEM_SIZE).to_bytes(8, "big")
+    out += (page_up(ram_size) | RAM_MEM_SIZE).to_bytes(8, "big")
     name = RAM_BLOCK.encode()
     out.append(len(name))
     out += name
@@ -236,7 +243,7 @@ def layout_mapped(machine_type: str, ram_size: int, present: Iterable[int],
 
 
 def write_ram_setup(out: bytearray, ram_size: int) -> None:
-    out += (ram_size | RAM_MEM_SIZE).to_bytes(8, "big")
+    out += (page_up(ram_size) | RAM_MEM_SIZE).to_bytes(8, "big")
     name = RAM_BLOCK.encode()
     out.append(len(name))
     out += name
@@ -402,7 +409,7 @@ def parse(data: "bytes | bytearray | memoryview", sections: Sequence[Section], *
         raw = r.take(n, "description")
         try:
             parsed.vmdesc = json.loads(bytes(raw))
-        except ValueError:
+        except (ValueError, RecursionError):     # RecursionError: "[[[[..." from a hostile stream
             raise r.error("the VM description is not JSON", at) from None
         if r.remaining():
             raise r.error("unexpected bytes after the VM description")
@@ -427,7 +434,7 @@ def _read_ram_setup(r: Reader, parsed: Parsed) -> None:
     length = r.uint(8, "ram block length")
     if name != RAM_BLOCK:
         raise r.error(f"unknown ram block {name!r}")
-    if length != total or length != parsed.ram_size:
+    if length != parsed.ram_size or total != page_up(length):
         raise r.error(f"the stream has {length} bytes of RAM, this VM {parsed.ram_size}")
     if "mapped-ram" in parsed.capabilities:
         _read_mapped_header(r, parsed)

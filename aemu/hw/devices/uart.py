@@ -38,15 +38,36 @@ class TxBackend(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
+def _tx_done_armed(uart: "Uart") -> bool:
+    # The TX-ready callback armed while TXIE was on stays armed when TXIE goes
+    # off before the byte is out (the BSP's tx_pump does that after its last
+    # byte); post_load cannot tell that from CTRL, so this subsection says so.
+    return uart._handle is not None and not uart.ctrl & CTRL_TXIE
+
+
+def _uart_pre_load(uart: "Uart", version: int) -> None:
+    uart._load_tx_done = False
+
+
+def _uart_tx_done_loaded(uart: "Uart", version: int) -> None:
+    uart._load_tx_done = True
+
+
 def _uart_post_load(uart: "Uart", version: int) -> None:
     uart.rx_fifo = bytearray(uart.rx_fifo)
     uart.post_load()
+    if getattr(uart, "_load_tx_done", False) and uart._handle is None and uart._tx_busy():
+        uart._handle = uart.ctx.schedule(uart.tx_busy_until, uart._tx_done)
+    uart._load_tx_done = False
 
 
 UART_VMSD = VMStateDescription(
     "cr16-uart", version=1, minimum_version=1,
     fields=[u16("ctrl"), u16("baud"), u32("rx_len"), buffer("rx_fifo", size_field="rx_len"),
             boolean("ovr"), u64("tx_busy_until")],
+    subsections=[VMStateDescription("cr16-uart/tx-done", version=1, minimum_version=1,
+                                    needed=_tx_done_armed, post_load=_uart_tx_done_loaded)],
+    pre_load=_uart_pre_load,
     post_load=_uart_post_load)
 
 
