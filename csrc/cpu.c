@@ -230,15 +230,15 @@ uint32_t cr16_scan_nonzero(const struct cr16_cpu *c, uint8_t *map)
         uint32_t len = c->ram_size - (p << CR16_PAGE_BITS);
         if (len > CR16_PAGE_SIZE)
             len = CR16_PAGE_SIZE;
-        /* word-wise: the common case is a whole zero page */
+        /* word-wise, stopping at the first non-zero word */
         uint64_t acc = 0;
         uint32_t i = 0;
-        for (; i + 8 <= len; i += 8) {
+        for (; i + 8 <= len && !acc; i += 8) {
             uint64_t w;
             memcpy(&w, page + i, 8);
             acc |= w;
         }
-        for (; i < len; i++)
+        for (; i < len && !acc; i++)
             acc |= page[i];
         map[p] = acc != 0;
         count += acc != 0;
@@ -358,17 +358,29 @@ int cr16_dirty_restore(struct cr16_cpu *c, int id, const uint8_t *saved, uint32_
     uint8_t *map = c->consumer[id];
     const uint32_t n = c->npages;
     int restored = 0;
-    for (uint32_t p = 0; p < n; p++) {
-        if (!map[p])
+    for (uint32_t p0 = 0; p0 < n; p0 += 8) {
+        uint64_t w = 0;
+        uint32_t k = n - p0 < 8 ? n - p0 : 8;
+        memcpy(&w, map + p0, k);
+        if (!w)                 /* eight clean pages at a time */
             continue;
-        uint32_t addr = p << CR16_PAGE_BITS;
-        uint32_t len = c->ram_size - addr < CR16_PAGE_SIZE ? c->ram_size - addr : CR16_PAGE_SIZE;
-        memcpy(c->ram + addr, saved + addr, len);
-        mark_range(c, addr, len);
-        restored++;
+        for (uint32_t p = p0; p < p0 + k; p++) {
+            if (!map[p])
+                continue;
+            uint32_t addr = p << CR16_PAGE_BITS;
+            uint32_t len = c->ram_size - addr < CR16_PAGE_SIZE ? c->ram_size - addr
+                                                                : CR16_PAGE_SIZE;
+            memcpy(c->ram + addr, saved + addr, len);
+            cr16_code_written(c, addr, len);
+            /* the page changed for every other consumer; for this one it is
+             * clean again (its map is cleared below) */
+            for (int i = 0; i < CR16_MAX_DIRTY_CONSUMERS; i++)
+                if (i != id && c->consumer[i])
+                    c->consumer[i][p] = 1;
+            restored++;
+        }
+        memset(map + p0, 0, k);
     }
-    cr16_dirty_sync(c, id);
-    memset(map, 0, n);
     return restored;
 }
 

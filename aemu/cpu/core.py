@@ -191,6 +191,16 @@ class Cpu:
                 raise KeyError(key)
         lib.cr16_set_regs(self._cpu, s)
 
+    def load_registers(self, r: "list[int]", special: "dict[str, int]") -> None:
+        """Set all 16 registers and the given special registers in one call
+        (the fast path of a restore; values must already fit)."""
+        s = self._regs
+        lib.cr16_get_regs(self._cpu, s)
+        s.r[0:16] = r
+        for name, value in special.items():
+            setattr(s, name, value)
+        lib.cr16_set_regs(self._cpu, s)
+
     def reg(self, i: int) -> int:
         lib.cr16_get_regs(self._cpu, self._regs)
         return self._regs.r[i]

@@ -40,7 +40,7 @@ class CpuState:
 
     def push(self, *_: Any) -> None:
         cpu = self.cpu
-        cpu.set_state({"r": self.r, **{name: getattr(self, name) for name in SPECIAL_REGS}})
+        cpu.load_registers(self.r, {name: getattr(self, name) for name in SPECIAL_REGS})
         cpu.insn_count = self.insns
         cpu.cycle_offset = self.cycle_offset
         cpu.halted = self.halted

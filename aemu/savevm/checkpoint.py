@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aemu.savevm.codec import Values
-from aemu.savevm.machine import apply_sections, sections
+from aemu.savevm.machine import sections
 from aemu.savevm.vmstate import Scalar, VMStateDescription
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,13 +47,63 @@ def capture(vmsd: VMStateDescription, obj: Any) -> Values:
     return values
 
 
+Step = tuple  # (obj, pre_load, post_load, version, plain, lists, setters, substeps)
+
+
+def _plan(vmsd: VMStateDescription, obj: Any, values: Values) -> Step:
+    """The captured values of one description as a flat plan for restore():
+    what ``codec.apply`` would do, decided once instead of at every restore.
+    Plain attributes go back with one ``__dict__.update``; lists are copied
+    fresh (the VM must never share a list with the checkpoint); properties
+    go through their setters."""
+    plain: dict[str, Any] = {}
+    lists: list[tuple[str, Any]] = []
+    setters: list[tuple[str, Any]] = []
+    for f in vmsd.fields:
+        if f.name not in values or f.kind == "unused":
+            continue
+        if f.kind == "struct":
+            raise TypeError("checkpoint plans do not handle nested structs yet")
+        value = values[f.name]
+        if isinstance(getattr(type(obj), f.name, None), property) or \
+                not hasattr(obj, "__dict__"):
+            setters.append((f.name, list(value) if isinstance(value, tuple) else value))
+        elif isinstance(value, (list, tuple)):
+            lists.append((f.name, value))
+        else:
+            plain[f.name] = value
+    subs = [_plan(sub, obj, values.subsections[sub.name])
+            for sub in vmsd.subsections if sub.name in values.subsections]
+    return (obj, vmsd.pre_load, vmsd.post_load, values.version, plain, lists, setters, subs)
+
+
+def _run(step: Step) -> None:
+    obj, pre_load, post_load, version, plain, lists, setters, subs = step
+    if pre_load is not None:
+        pre_load(obj, version)
+    if plain:
+        obj.__dict__.update(plain)
+    for name, value in lists:
+        setattr(obj, name, list(value))
+    for name, value in setters:
+        setattr(obj, name, value)
+    for sub in subs:
+        _run(sub)
+    if post_load is not None:
+        post_load(obj, version)
+
+
 class Checkpoint:
     def __init__(self, vm: "Machine") -> None:
         self.vm = vm
         self._log = vm.cpu.dirty_consumer()
         self._ram = bytes(vm.cpu.ram)
         self._log.clear()
-        self._sections = [(sec, capture(sec.vmsd, sec.obj)) for sec in sections(vm)]
+        captured = [(sec, capture(sec.vmsd, sec.obj)) for sec in sections(vm)]
+        by_name = {sec.idstr: values for sec, values in captured}
+        self._insns = by_name["cpu"]["insns"]
+        self._idle = by_name["clock"]["idle_cycles"]
+        self._plan = [_plan(sec.vmsd, sec.obj, values) for sec, values in captured]
         self.state = vm.state
 
     def restore(self) -> int:
@@ -63,9 +113,15 @@ class Checkpoint:
         if self._log.id < 0:
             raise ValueError("this checkpoint was closed")
         vm.timers.clear()
-        vm.cpu.set_irq(0)
+        cpu = vm.cpu
+        cpu.set_irq(0)
         pages = self._log.restore(self._ram)
-        apply_sections(vm, self._sections)
+        # the clock first: devices' post_load compare deadlines with ctx.now()
+        cpu.insn_count = self._insns
+        vm.clock.idle_cycles = self._idle
+        cpu.cycle_offset = self._idle
+        for step in self._plan:
+            _run(step)
         vm.state_replaced(self.state)
         return pages
 
