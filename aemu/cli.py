@@ -43,6 +43,7 @@ examples:
   aemu run --max-insns 1000000 loop.elf     stop after a million instructions
   aemu run --trace-file t.txt --stats prog.elf
   aemu run --binary 0x2 --entry 0x18 image.bin
+  aemu run --loadvm booted --name ec ec.elf start from snapshot 'booted' of served VM ec
 
 exit status:
 {rows}
@@ -149,8 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "as QEMU's -qmp does; quit or SIGTERM ends the run (status 0)")
     run.add_argument("--paused", action="store_true",
                      help="start paused (like QEMU's -S): a QMP client sends cont")
+    run.add_argument("--loadvm", metavar="TAG",
+                     help="start from snapshot TAG of VM --name in the --state-dir snapshot "
+                          "store (like QEMU's -loadvm); PROGRAM (default: the demo) is still "
+                          "loaded, for later resets, and the board must match the snapshot's")
+    run.add_argument("--name", metavar="NAME",
+                     help="the VM's name: its snapshots go by it in the store (default: "
+                          "PROGRAM's file name without extension, 'demo' for the demo), "
+                          "and QMP query-name says it")
+    run.add_argument("--state-dir", metavar="DIR",
+                     help="where the snapshot store is (DIR/snapshots) for --loadvm and the "
+                          "QMP snapshot commands (default: the serve host's default state dir)")
     run.set_defaults(subparser=run)
     add_host_commands(sub)
+    add_snapshot_commands(sub)
     run.add_argument("--svc", choices=("host", "guest"),
                      help="'excp svc' is a host call (the default board's setting) or a trap "
                           "into the guest's SVC handler")
@@ -191,6 +204,9 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--fs-root {opts.fs_root}: not a directory")
     if opts.paused and not opts.qmp:
         parser.error("--paused needs --qmp (something has to send cont)")
+    if opts.name is not None and not _NAME_RE.fullmatch(opts.name):
+        parser.error(f"--name {opts.name!r}: use a letter followed by up to 63 letters, "
+                     "digits, '.', '_' or '-'")
     board = _board(opts, parser)
     if board is None:
         return 2
@@ -231,15 +247,26 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         kw = dict(args=args, name=name, binary_addr=opts.binary, entry=opts.entry,
                   pace=opts.pace, max_insns=opts.max_insns, trace=trace, fs_root=opts.fs_root,
                   backends=backends)
+        vm_name = opts.name or default_vm_name(None if opts.program is None else opts.program)
         try:
+            if opts.loadvm is not None:
+                problem = _check_loadvm(opts, vm_name)
+                if problem:
+                    _error(problem)
+                    return STATUS_LOAD_ERROR
             if opts.qmp:
-                result = _run_with_qmp(board, program, opts, kw)
+                result = _run_with_qmp(board, program, opts, kw, vm_name)
                 if result is None:          # quit over QMP
                     return 0
+            elif opts.loadvm is not None:
+                result = _run_loadvm(board, program, opts, kw, vm_name)
             else:
                 result = run_sync(board, program, loop=opts.loop, **kw)
         except LoadError as exc:
             _error(str(exc))
+            return STATUS_LOAD_ERROR
+        except SnapshotLoadError as exc:
+            _error(f"--loadvm {opts.loadvm}: {exc}")
             return STATUS_LOAD_ERROR
         except MachineError as exc:
             _error(str(exc))
@@ -257,19 +284,110 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return result.status
 
 
-def _run_with_qmp(board, program, opts: argparse.Namespace, kw: dict):
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
+
+
+class SnapshotLoadError(Exception):
+    """--loadvm cannot be done (the message says why)."""
+
+
+def default_vm_name(program: "str | None") -> str:
+    """``aemu run``'s VM name for the snapshot store: PROGRAM's file name
+    without its extension ('demo' for the bundled demo), made a valid name."""
+    if program is None:
+        return "demo"
+    stem = os.path.splitext(os.path.basename(os.fspath(program)))[0]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:64]
+    if not stem or not stem[0].isalpha():
+        stem = ("vm-" + stem)[:64] if stem else "vm"
+    return stem
+
+
+def _state_dir(opts: argparse.Namespace):
+    from pathlib import Path
+
+    from aemu.host.paths import default_state_dir
+
+    return (Path(opts.state_dir) if opts.state_dir else default_state_dir()).expanduser()
+
+
+def _open_store(opts: argparse.Namespace, create: bool):
+    """The snapshot store of --state-dir (made if ``create``)."""
+    from aemu.host.paths import make_private_dir
+    from aemu.savevm.store import SnapshotStore
+
+    state = _state_dir(opts)
+    if not create and not (state / "snapshots" / "catalogue.sqlite").exists():
+        raise SnapshotLoadError(f"there is no snapshot store in {state}")
+    make_private_dir(state)
+    return SnapshotStore(state / "snapshots")
+
+
+def _check_loadvm(opts: argparse.Namespace, vm_name: str) -> "str | None":
+    """Why --loadvm cannot work (None if it can): the snapshot must exist and
+    hold a guest that can run."""
+    from aemu.savevm.store import SnapshotError
+
+    try:
+        store = _open_store(opts, create=False)
+    except (SnapshotLoadError, OSError) as exc:
+        return f"--loadvm {opts.loadvm}: {exc}"
+    try:
+        info = store.get(vm_name, opts.loadvm)
+    except SnapshotError as exc:
+        return f"--loadvm: {exc} in {_state_dir(opts)} (--name names the VM)"
+    finally:
+        store.close()
+    if info.runstate not in ("running", "paused", "prelaunch"):
+        return (f"--loadvm {opts.loadvm}: the snapshot holds a guest that is "
+                f"{info.runstate}; there is nothing to run (load it into a serve VM instead)")
+    return None
+
+
+def _run_loadvm(board, program, opts: argparse.Namespace, kw: dict, vm_name: str):
+    """``aemu run --loadvm TAG`` without QMP: load, then run to the end."""
+    from aemu.hw.machine import Machine
+    from aemu.loop import run_with_loop
+    from aemu.savevm.codec import StreamError
+    from aemu.savevm.store import SnapshotError
+
+    store = _open_store(opts, create=False)
+
+    async def main():
+        async with Machine(board, program, start_paused=True, **kw) as vm:
+            try:
+                store.load(vm_name, vm, opts.loadvm)
+            except (SnapshotError, StreamError, OSError) as exc:
+                raise SnapshotLoadError(str(exc)) from None
+            return await vm.run()
+
+    try:
+        return run_with_loop(main(), opts.loop)
+    finally:
+        store.close()
+
+
+def _run_with_qmp(board, program, opts: argparse.Namespace, kw: dict, vm_name: str):
     """``aemu run --qmp``: the run's result, or None after a QMP quit."""
     from aemu.host.paths import Confinement
+    from aemu.host.snapshots import SnapshotFailed
     from aemu.host.vm import run_with_qmp
     from aemu.hw.machine import Machine
     from aemu.loop import run_with_loop
 
     spec = opts.qmp if opts.qmp.startswith(("unix:", "tcp:")) else f"unix:{opts.qmp}"
+    loading = opts.loadvm is not None
 
     async def main():
-        machine = Machine(board, program, start_paused=opts.paused, **kw)
-        return await run_with_qmp(machine, spec, Confinement([os.getcwd()]),
-                                  announce=lambda where: _error(f"QMP on {where}"))
+        machine = Machine(board, program, start_paused=opts.paused or loading, **kw)
+        try:
+            return await run_with_qmp(machine, spec, Confinement([os.getcwd()]),
+                                      announce=lambda where: _error(f"QMP on {where}"),
+                                      snapshots=lambda: _open_store(opts, create=True),
+                                      snapshot_name=vm_name, loadvm=opts.loadvm,
+                                      autostart=not opts.paused, name=opts.name)
+        except SnapshotFailed as exc:
+            raise SnapshotLoadError(str(exc)) from None
 
     return run_with_loop(main(), opts.loop)
 
@@ -373,6 +491,195 @@ def add_host_commands(sub) -> None:
                      help="how long --wait-event waits (default: forever)")
 
 
+SNAPSHOT_DESCRIPTION = """\
+Save, load, list, delete or describe snapshots of a VM that a running 'aemu
+serve' hosts (or an 'aemu run --qmp'), over the VM's QMP socket.  VM is a VM
+name (its socket in the state dir), a socket path, unix:PATH or
+tcp:HOST:PORT.  Snapshots live in the host's snapshot store,
+STATE_DIR/snapshots: one mapped-ram file per snapshot and a SQLite catalogue.
+"""
+
+SNAPSHOT_EPILOG = """\
+examples:
+  aemu snapshot save ec booted              save VM ec as 'booted' (paused while written)
+  aemu snapshot save ec step1 --parent booted   a diff: only pages written since 'booted'
+  aemu snapshot load ec booted              restore it (lazily: pages read on first touch)
+  aemu snapshot list ec                     the table HMP 'info snapshots' shows, with PARENT
+  aemu snapshot info ec step1 --json        one snapshot's catalogue entry and its chain
+  aemu snapshot delete ec booted --rebase   merge its pages into step1 first, then delete
+  aemu savevm-info ~/.local/state/aemu/snapshots/ec/booted.snap
+
+exit status: 0 done, 1 the VM refused (the reason on stderr), 2 no VM to talk to
+"""
+
+
+def _snapshot_text(info: dict) -> str:
+    from aemu.host.hmp import size_to_str
+
+    ns = info["vm-clock-ns"]
+    parent = f", diff on {info['parent']!r}" if info.get("parent") else ""
+    return (f"snapshot {info['name']!r}: {info['pages']} pages, "
+            f"{size_to_str(info['vm-state-size'])}, vm clock {ns / 1e9:.9f} s, "
+            f"{info['icount']} instructions, saved {info['status']}{parent}")
+
+
+def _snapshot_table(infos: list) -> str:
+    """HMP info snapshots' columns (without ID), and each snapshot's parent."""
+    from aemu.host.hmp import format_clock, format_date, size_to_str
+
+    if not infos:
+        return "There is no snapshot available."
+    width = max(16, *(len(i["name"]) for i in infos))
+    rows = [f"{'TAG':<{width}} {'VM SIZE':>9}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}  "
+            "PARENT"]
+    for i in infos:
+        rows.append(f"{i['name']:<{width}} {size_to_str(i['vm-state-size']):>9}"
+                    f"{format_date(i['date']):>20}{format_clock(i['vm-clock-ns']):>13}"
+                    f"{i['icount']:>11}  {i.get('parent') or '-'}")
+    return "\n".join(rows)
+
+
+async def _snapshot_client(opts: argparse.Namespace) -> int:
+    import json
+
+    from qemu.qmp import ExecuteError
+
+    from aemu.host.client import Client, resolve_socket
+    from aemu.host.hmp import format_date
+
+    address = resolve_socket(opts.vm, opts.state_dir)
+    client = Client("aemu-snapshot")
+    await client.connect(address)
+    action = opts.action
+    try:
+        try:
+            if action == "save":
+                args: dict = {}
+                if opts.tag:
+                    args["tag"] = opts.tag
+                if opts.parent:
+                    args["parent"] = opts.parent
+                if opts.overwrite:
+                    args["overwrite"] = True
+                result = await client.execute("__org.aemu_snapshot-save", args)
+                text = f"{opts.vm}: saved {_snapshot_text(result)}"
+            elif action == "load":
+                result = await client.execute("__org.aemu_snapshot-load",
+                                              {"tag": opts.tag, "lazy": not opts.eager})
+                text = f"{opts.vm}: loaded snapshot {opts.tag!r}; the VM is {result['status']}"
+            elif action == "delete":
+                result = await client.execute("__org.aemu_snapshot-delete",
+                                              {"tag": opts.tag, "rebase": opts.rebase})
+                text = f"{opts.vm}: deleted snapshot {opts.tag!r}"
+                if result["rebased"]:
+                    text += f"; rebased {', '.join(result['rebased'])} onto its parent"
+            else:
+                infos = await client.execute("__org.aemu_snapshot-list")
+                if action == "list":
+                    result, text = infos, _snapshot_table(infos)
+                else:
+                    by_name = {i["name"]: i for i in infos}
+                    if opts.tag not in by_name:
+                        _error(f"snapshot: VM {opts.vm} has no snapshot named {opts.tag!r}")
+                        return 1
+                    chain = [by_name[opts.tag]]
+                    while chain[-1].get("parent") in by_name and len(chain) <= len(by_name):
+                        chain.append(by_name[chain[-1]["parent"]])
+                    result = dict(chain[0], chain=[c["name"] for c in reversed(chain)])
+                    top = chain[0]
+                    text = "\n".join([f"{opts.vm}: {_snapshot_text(top)}",
+                                      f"  chain: {' -> '.join(result['chain'])}",
+                                      f"  file: {top['file']}",
+                                      f"  board: {top['board']}, RAM {top['ram-size']} bytes",
+                                      f"  date: {format_date(top['date'])}"])
+        except ExecuteError as exc:
+            _error(f"snapshot {action}: {exc.error.error.desc}")
+            return 1
+        print(json.dumps(result, indent=2, sort_keys=True) if opts.json else text)
+        return 0
+    finally:
+        await client.close()
+
+
+def cmd_snapshot(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from aemu.host.client import ClientError
+    from aemu.loop import run_with_loop
+
+    if opts.action in ("load", "delete", "info") and not opts.tag:
+        parser.error(f"snapshot {opts.action} needs a TAG")
+    if opts.action in ("list",) and opts.tag:
+        parser.error("snapshot list takes no TAG")
+    if opts.parent and opts.action != "save":
+        parser.error("--parent is for save")
+    if opts.overwrite and opts.action != "save":
+        parser.error("--overwrite is for save")
+    if opts.rebase and opts.action != "delete":
+        parser.error("--rebase is for delete")
+    if opts.eager and opts.action != "load":
+        parser.error("--eager is for load")
+    try:
+        return run_with_loop(_snapshot_client(opts), "asyncio")
+    except ClientError as exc:
+        _error(f"snapshot: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_savevm_info(opts: argparse.Namespace) -> int:
+    import json
+
+    from aemu.savevm.info import InfoError, format_info, read_info, to_json
+
+    try:
+        info = read_info(opts.file)
+    except OSError as exc:
+        _error(f"savevm-info: {opts.file}: {exc.strerror or exc}")
+        return 2
+    except InfoError as exc:
+        _error(f"savevm-info: {opts.file}: {exc}")
+        return 1
+    try:
+        print(json.dumps(to_json(info), indent=2) if opts.json else format_info(info))
+    except BrokenPipeError:
+        return 141
+    return 0
+
+
+def add_snapshot_commands(sub) -> None:
+    snap = sub.add_parser("snapshot", help="save, load, list or delete snapshots of a served VM",
+                          description=SNAPSHOT_DESCRIPTION, epilog=SNAPSHOT_EPILOG,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    snap.add_argument("action", choices=("save", "load", "list", "delete", "info"),
+                      metavar="{save,load,list,delete,info}")
+    snap.add_argument("vm", metavar="VM")
+    snap.add_argument("tag", nargs="?", metavar="TAG",
+                      help="the snapshot (save: default vm-YYYYMMDDhhmmss)")
+    snap.add_argument("--state-dir", metavar="DIR",
+                      help="the serve host's state dir, for VM names (default as 'aemu serve')")
+    snap.add_argument("--parent", metavar="TAG",
+                      help="save: a diff snapshot holding only the pages written since TAG "
+                           "was saved or loaded")
+    snap.add_argument("--overwrite", action="store_true",
+                      help="save: replace a snapshot of the same name")
+    snap.add_argument("--rebase", action="store_true",
+                      help="delete: merge the snapshot's pages into the diff snapshots on "
+                           "top of it instead of refusing")
+    snap.add_argument("--eager", action="store_true",
+                      help="load: read all of RAM now instead of on first touch")
+    snap.add_argument("--json", action="store_true", help="print the result as JSON")
+    snap.set_defaults(subparser=snap)
+    info = sub.add_parser(
+        "savevm-info", help="describe a migration stream or snapshot file",
+        description="Print what a QEMU-format migration stream or an aemu snapshot file "
+                    "holds: its configuration, sections (idstr, instance, version, size), "
+                    "every device's fields with their values, decoded from the file's own "
+                    "JSON VM description, and a RAM summary (inline or mapped-ram, pages "
+                    "present).  No VM is needed.")
+    info.add_argument("file", metavar="FILE")
+    info.add_argument("--json", action="store_true", help="print it as JSON")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
@@ -394,6 +701,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(cmd_serve(opts))
     if opts.command == "qmp":
         sys.exit(cmd_qmp(opts))
+    if opts.command == "snapshot":
+        sys.exit(cmd_snapshot(opts, opts.subparser))
+    if opts.command == "savevm-info":
+        sys.exit(cmd_savevm_info(opts))
     parser.error(f"unknown command {opts.command}")
     return 2
 

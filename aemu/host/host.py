@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +30,7 @@ from aemu.host.paths import Confinement, PathError, check_name, default_state_di
     make_private_dir
 from aemu.host.server import QmpServer
 from aemu.host.vm import HostedVm, VmConfig, open_log
+from aemu.savevm.store import SnapshotStore
 from aemu.transport import sockets
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class Host:
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.state_dir = self.state_dir.expanduser().absolute()
         self.vms_dir = self.state_dir / "vms"
+        self.snapshots_dir = self.state_dir / "snapshots"
+        #: the snapshot store every VM of this host saves to (open after start())
+        self.snapshots: Optional[SnapshotStore] = None
         self.listen_spec = listen or f"unix:{self.state_dir / 'host.qmp'}"
         self.confinement = Confinement([self.state_dir, *allow_dirs])
         self.vms: dict[str, HostedVm] = {}
@@ -86,11 +91,17 @@ class Host:
         except (OSError, PathError) as exc:
             raise HostError(f"state dir {self.state_dir}: {exc}") from exc
         self._lock()
+        try:
+            self.snapshots = SnapshotStore(self.snapshots_dir)
+        except (OSError, sqlite3.Error) as exc:
+            self._unlock()
+            raise HostError(f"snapshot store {self.snapshots_dir}: {exc}") from exc
         raise_fd_limit()
         self._stopping = asyncio.Event()
         try:
             self.address = await self.server.listen(self.listen_spec)
         except sockets.EndpointError as exc:
+            self._close_store()
             self._unlock()
             raise HostError(f"--listen {self.listen_spec}: {exc}") from exc
 
@@ -140,7 +151,13 @@ class Host:
         await asyncio.gather(*(vm.close(reason=reason) for vm in list(self.vms.values())),
                              return_exceptions=True)
         self.vms.clear()
+        self._close_store()
         self._unlock()
+
+    def _close_store(self) -> None:
+        if self.snapshots is not None:
+            self.snapshots.close()
+            self.snapshots = None
 
     # -- VMs -----------------------------------------------------------------------------------
     def resolve(self, config: VmConfig) -> VmConfig:
@@ -218,7 +235,7 @@ class Host:
             except (LoadError, MachineError) as exc:
                 raise HostError(str(exc)) from None
             vm = HostedVm(config, machine, self.confinement, log_file,
-                          on_quit=self._forget)
+                          on_quit=self._forget, snapshots=self.snapshots)
             try:
                 await vm.open(f"unix:{self.vms_dir / (name + '.qmp')}")
             except (BackendError, sockets.EndpointError, OSError) as exc:

@@ -7,6 +7,7 @@ Layout of a state directory (mode 0700)::
     vms/NAME.qmp        each VM's QMP socket (0600)
     vms/NAME.uart0      each VM's console socket, unless the VM says otherwise
     vms/NAME.log        what the guest writes through host services, and warnings
+    snapshots/          the snapshot store: catalogue.sqlite, VM/TAG.snap
 
 No command makes the host read or write a file outside the state directory
 and the directories the operator allowed (``aemu serve --allow-dir``).

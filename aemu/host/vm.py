@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from aemu.host.jobs import Jobs
 from aemu.host.paths import Confinement
 from aemu.host.server import QmpServer
-from aemu.host.vm_commands import vm as vm_commands
+from aemu.host.snapshot_commands import vm as vm_commands
+from aemu.host.snapshots import StoreSource, VmSnapshots
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,18 @@ class HostedVm:
 
     def __init__(self, config: VmConfig, machine: Any, confinement: Confinement,
                  log_file: Optional[io.BufferedWriter] = None,
-                 on_quit: Optional[Callable[["HostedVm"], Any]] = None) -> None:
+                 on_quit: Optional[Callable[["HostedVm"], Any]] = None,
+                 snapshots: StoreSource = None, snapshot_name: Optional[str] = None) -> None:
+        """``snapshots``: the snapshot store (or a function that opens it on
+        first use); its snapshots of this VM go by ``snapshot_name``
+        (default: the VM's name)."""
         self.config = config
         self.name = config.name
         self.machine = machine
         self.confinement = confinement
         self.server = QmpServer(vm_commands, self)
+        self.jobs = Jobs(lambda name, data: self.server.broadcast(name, data))
+        self.snapshots = VmSnapshots(snapshot_name or self.name, machine, snapshots)
         self.qmp_address = ""
         self._log_file = log_file
         self._on_quit = on_quit
@@ -95,9 +103,11 @@ class HostedVm:
         await asyncio.shield(self._closing)
 
     async def _close(self, reason: str | None) -> None:
+        await self.jobs.wait_all()        # a snapshot being written finishes first
         if reason is not None:
             self.server.broadcast("SHUTDOWN", {"guest": False, "reason": reason})
         await self._close_machine()
+        self.snapshots.forget()
         await self.server.close()
         if self._log_file is not None:
             self._log_file.close()
@@ -128,15 +138,31 @@ def open_log(path: Path) -> io.BufferedWriter:
 
 
 async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
-                       announce: Callable[[str], None] = lambda where: None) -> Any:
+                       announce: Callable[[str], None] = lambda where: None, *,
+                       snapshots: StoreSource = None, snapshot_name: Optional[str] = None,
+                       loadvm: Optional[str] = None, autostart: bool = True,
+                       name: Optional[str] = None) -> Any:
     """``aemu run --qmp``: one VM with a QMP socket, as one QEMU process.  Ends
     when the guest ends (its result), or on ``quit`` or SIGTERM (None; the
-    clients get SHUTDOWN with host-qmp-quit or host-signal, as from QEMU)."""
+    clients get SHUTDOWN with host-qmp-quit or host-signal, as from QEMU).
+    ``snapshots``/``snapshot_name``: the snapshot store and the VM's name in
+    it; ``loadvm``: load that snapshot first (the machine must have been
+    built paused), then run unless ``autostart`` is false (QEMU's -loadvm, -S).
+    ``name``: what query-name says (default: the machine's name)."""
     from aemu.hw.machine import ENDED
     from aemu.loop import RunState
 
-    vm = HostedVm(VmConfig(name=machine.name), machine, confinement)
+    vm = HostedVm(VmConfig(name=name or machine.name), machine, confinement,
+                  snapshots=snapshots, snapshot_name=snapshot_name)
     await vm.open(qmp)
+    if loadvm is not None:
+        try:
+            await vm.snapshots.load(loadvm)
+        except BaseException:
+            await vm.close(reason=None)
+            raise
+        if autostart:
+            machine.resume()
     announce(vm.qmp_address)
     reason = "host-qmp-quit"
 
@@ -151,7 +177,17 @@ async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
         handled = True
     except (NotImplementedError, RuntimeError):    # not the main thread, or no signals
         handled = False
-    ended = asyncio.ensure_future(machine.wait_state(RunState.SUSPENDED, *ENDED))
+    async def guest_ended() -> None:
+        # the guest's own end: a state that a snapshot load brought (an ended
+        # or suspended guest, with no result of this run) does not end the run
+        while True:
+            await machine.wait_state(RunState.SUSPENDED, *ENDED)
+            if machine.result is not None:
+                return
+            await machine.wait_state(*(s for s in RunState
+                                       if s is not RunState.SUSPENDED and s not in ENDED))
+
+    ended = asyncio.ensure_future(guest_ended())
     quit_ = asyncio.ensure_future(vm.quit_requested.wait())
     try:
         await asyncio.wait({ended, quit_}, return_when=asyncio.FIRST_COMPLETED)

@@ -58,6 +58,16 @@ def _machine(ctx: CommandContext):
     return ctx.target.machine
 
 
+def _changeable(ctx: CommandContext):
+    """The machine, if nothing is saving or loading a snapshot of it now
+    (the state must not change under a snapshot being written)."""
+    machine = ctx.target.machine
+    if machine.held_state is not None:
+        doing = "saved" if machine.state is RunState.SAVE_VM else "loaded"
+        raise QmpError(f"a snapshot of this VM is being {doing}; try again when it is done")
+    return machine
+
+
 @vm.command("query-status")
 def query_status(ctx: CommandContext) -> dict:
     """{"running": bool, "status": RunState}."""
@@ -80,7 +90,7 @@ def stop(ctx: CommandContext) -> None:
 def cont(ctx: CommandContext) -> None:
     """Resume the guest (RESUME event); an ended guest needs system_reset first."""
     machine = _machine(ctx)
-    if machine.state.needs_reset:
+    if (machine.held_state or machine.state).needs_reset:    # (held: a snapshot is saved)
         raise QmpError("Resetting the Virtual Machine is required")
     machine.resume()
 
@@ -89,7 +99,7 @@ def cont(ctx: CommandContext) -> None:
 def system_reset(ctx: CommandContext) -> None:
     """Reset CPU, devices and program image (RESET event); an ended guest
     comes back in prelaunch, ready for cont."""
-    _machine(ctx).system_reset(guest=False, reason="host-qmp-system-reset")
+    _changeable(ctx).system_reset(guest=False, reason="host-qmp-system-reset")
 
 
 @vm.command("quit")
@@ -162,7 +172,7 @@ _SPECIAL_BITS = {"pc": 24, "psr": 16, "cfg": 16, "dbs": 16, "dsr": 16}
 @vm.command("__org.aemu_set-registers", {"registers": "object"})
 def set_registers(ctx: CommandContext, registers: dict) -> None:
     """Set some registers (names as query-registers gives them)."""
-    machine = _machine(ctx)
+    machine = _changeable(ctx)
     state = machine.cpu.get_state()
     regs = list(state["r"])
     special = {}
@@ -198,7 +208,7 @@ def read_memory(ctx: CommandContext, addr: int, size: int) -> dict:
 def write_memory(ctx: CommandContext, addr: int, data: str) -> None:
     """Write base64 ``data`` to guest RAM at addr (decoded code there is dropped)."""
     raw = _b64(data)
-    machine = _machine(ctx)
+    machine = _changeable(ctx)
     _mem_range(machine, addr, len(raw))
     machine.cpu.write(addr, raw)
 
@@ -227,7 +237,7 @@ async def run_until(ctx: CommandContext, cycles: int | None = None,
     there; replies when it stops, with the status."""
     if (cycles is None) == (ns is None):
         raise QmpError("give exactly one of 'cycles' and 'ns'")
-    machine = _machine(ctx)
+    machine = _changeable(ctx)
     if machine.state.needs_reset:
         raise QmpError("Resetting the Virtual Machine is required")
     try:
@@ -252,7 +262,8 @@ def uart_input(ctx: CommandContext, data: str, device: str = "uart0") -> None:
 
 
 @vm.command("human-monitor-command", {"command-line": "str", "*cpu-index": Int(0, 0)})
-def human_monitor_command(ctx: CommandContext, command_line: str, cpu_index: int = 0) -> str:
+async def human_monitor_command(ctx: CommandContext, command_line: str,
+                                cpu_index: int = 0) -> str:
     """A subset of QEMU's human monitor (see 'help')."""
     from aemu.host.hmp import run_hmp
-    return run_hmp(ctx, command_line)
+    return await run_hmp(ctx, command_line)

@@ -179,6 +179,8 @@ class Machine:
             self.tracer = Tracer(self.cpu, trace)
 
         self.state = RunState.PAUSED
+        #: while a snapshot is saved or loaded (save-vm, restore-vm): the state to go back to
+        self.held_state: RunState | None = None
         self.result: RunResult | None = None
         self._listeners: list[Callable[[dict], Any]] = []
         self._changed: asyncio.Event | None = None
@@ -326,15 +328,50 @@ class Machine:
             fut.set_result(None)
 
     def pause(self) -> None:
-        """Stop before the next slice (a STOP event)."""
+        """Stop before the next slice (a STOP event).  While a snapshot is
+        being saved, the machine stays paused when the save is done."""
+        if self.held_state is not None:
+            if self.held_state.is_live:       # its STOP went out when the save began
+                self.held_state = RunState.PAUSED
+            return
         if self.state in (RunState.RUNNING, RunState.SUSPENDED):
             self._set_state(RunState.PAUSED, "STOP")
 
     def resume(self) -> None:
-        """Continue a paused (or reset, prelaunch) machine (a RESUME event)."""
+        """Continue a paused (or reset, prelaunch) machine (a RESUME event).
+        While a snapshot is being saved, it runs once the save is done."""
+        if self.held_state is not None:
+            if self.held_state in (RunState.PAUSED, RunState.PRELAUNCH):
+                self.held_state = RunState.RUNNING
+            return
         if self.state in (RunState.PAUSED, RunState.PRELAUNCH):
             self._mark_wall()
             self._set_state(RunState.RUNNING, "RESUME")
+
+    def hold(self, state: RunState) -> RunState:
+        """Stop the guest for a snapshot: ``state`` is save-vm or restore-vm.
+        As QEMU's vm_stop: a live guest (running, suspended) gets STOP; any
+        other stays silent.  ``release()`` (after a save, or a failed load)
+        or ``state_replaced()`` (after a load) ends it.  Returns the state
+        the machine was in (what a snapshot taken now records)."""
+        if state not in (RunState.SAVE_VM, RunState.RESTORE_VM):
+            raise ValueError(f"hold() is for save-vm and restore-vm, not {state.value}")
+        if self.held_state is not None:
+            raise MachineError(f"{self.name}: a snapshot is being saved or loaded already")
+        before = self.state
+        self.held_state = before
+        self._set_state(state, "STOP" if before.is_live else None)
+        return before
+
+    def release(self) -> None:
+        """End a hold: back to the state from before (RESUME if it is live),
+        or to what ``pause()``/``resume()`` asked for meanwhile."""
+        target, self.held_state = self.held_state, None
+        if target is None:
+            return
+        if target is RunState.RUNNING:
+            self._mark_wall()
+        self._set_state(target, "RESUME" if target.is_live else None)
 
     def system_reset(self, *, guest: bool = True, reason: str = "guest-reset") -> None:
         """Reset the board now: CPU, devices, program image (a RESET event with
@@ -350,7 +387,8 @@ class Machine:
         if self._image_source is not None:
             self._load()
         self._reset_requested = False
-        self._stop_at = None
+        if self.state in ENDED:           # a run_until target outlives a guest reset
+            self._stop_at = None
         self._emit("RESET", guest=guest, reason=reason)
         if self.state is RunState.SUSPENDED:
             self._set_state(RunState.RUNNING, "RESUME")
@@ -362,18 +400,28 @@ class Machine:
         """After savevm replaced the whole state (snapshot load, checkpoint
         restore): forget the old run's host-side plans and take the run state
         QEMU would: a guest that cannot run (suspended, ended) comes back so;
-        otherwise a running VM keeps running and any other is paused."""
+        otherwise a running VM keeps running and any other is paused.  Under
+        ``hold(RESTORE_VM)`` "running" means running before the hold, and the
+        hold ends here (RESUME if the guest runs again)."""
         self._epoch += 1
         self._stop_at = None
         self._reset_requested = False
         self.result = None
+        before, held = self.state, self.held_state is not None
+        if held:                      # a snapshot load under hold(RESTORE_VM)
+            before, self.held_state = self.held_state, None  # type: ignore[assignment]
+        if saved in (RunState.SAVE_VM, RunState.RESTORE_VM):   # never recorded; be safe
+            saved = RunState.PAUSED
         if saved in (RunState.RUNNING, RunState.PAUSED, RunState.PRELAUNCH):
-            target = RunState.RUNNING if self.state is RunState.RUNNING else RunState.PAUSED
+            target = RunState.RUNNING if before is RunState.RUNNING else RunState.PAUSED
         else:
             target = saved
         if target is RunState.RUNNING:
             self._mark_wall()
-        event = {RunState.PAUSED: "STOP", RunState.SUSPENDED: "SUSPEND"}.get(target)
+        if held:                      # STOP went out when the load began, if it was live
+            event = {RunState.RUNNING: "RESUME", RunState.SUSPENDED: "SUSPEND"}.get(target)
+        else:
+            event = {RunState.PAUSED: "STOP", RunState.SUSPENDED: "SUSPEND"}.get(target)
         if self.state is not target:
             self._set_state(target, event)
         self._poke()
@@ -418,7 +466,11 @@ class Machine:
         """Run to the end of the program; the result says how it ended."""
         self.resume()
         await self.wait_state(RunState.SUSPENDED, *ENDED)
-        assert self.result is not None
+        if self.result is None:          # restored into a state that had ended
+            self.result = RunResult(reason=self.state.value, status=STATUS_ABORT,
+                                    insns=self.cpu.insn_count, wall=self._run_wall,
+                                    pc=self.cpu.pc, message="the VM was restored into the "
+                                    f"{self.state.value} state")
         return self.result
 
     # -- host input ---------------------------------------------------------------

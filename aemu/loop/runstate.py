@@ -13,6 +13,13 @@ class RunState(str, enum.Enum):
     DEBUG = "debug"                  # stopped at a breakpoint (excp bpt without a handler)
     INTERNAL_ERROR = "internal-error"
     PRELAUNCH = "prelaunch"          # reset after it ended: ready, waiting for cont
+    SAVE_VM = "save-vm"              # stopped while a snapshot is written
+    RESTORE_VM = "restore-vm"        # stopped while a snapshot is loaded
+
+    @property
+    def is_live(self) -> bool:
+        """QEMU's runstate_is_live: the guest runs, or sleeps until woken."""
+        return self in (RunState.RUNNING, RunState.SUSPENDED)
 
     @property
     def needs_reset(self) -> bool:

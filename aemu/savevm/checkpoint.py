@@ -104,7 +104,7 @@ class Checkpoint:
         self._insns = by_name["cpu"]["insns"]
         self._idle = by_name["clock"]["idle_cycles"]
         self._plan = [_plan(sec.vmsd, sec.obj, values) for sec, values in captured]
-        self.state = vm.state
+        self.state = vm.held_state if vm.held_state is not None else vm.state
 
     def restore(self) -> int:
         """Put the VM back as it was at the checkpoint; returns the number of

@@ -80,8 +80,15 @@ def sections(vm: "Machine") -> list[Section]:
     return sorted(out, key=lambda s: -int(s.vmsd.priority))
 
 
+def runstate_of(vm: "Machine") -> RunState:
+    """The run state a stream records: during a snapshot hold (save-vm), the
+    state from before it, as QEMU stores the global state before vm_stop."""
+    return vm.held_state if vm.held_state is not None else vm.state
+
+
 def globalstate_of(vm: "Machine") -> GlobalState:
-    return GlobalState(vm.state.value, suspended=vm.state is RunState.SUSPENDED)
+    state = runstate_of(vm)
+    return GlobalState(state.value, suspended=state is RunState.SUSPENDED)
 
 
 def save_vm(vm: "Machine") -> bytearray:

@@ -17,6 +17,7 @@ have one mapped): every write goes to a new file that replaces the old.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from aemu.loop import RunState
 from aemu.savevm.codec import StreamError
+from aemu.savevm.machine import runstate_of
 from aemu.savevm.snapfile import load_files, save_file
 from aemu.savevm.stream import PAGE_SIZE, bitmap_bytes
 from aemu.transport.file import SeekableFile
@@ -54,6 +56,17 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 class SnapshotError(Exception):
     """A snapshot operation that cannot be done (the message says why)."""
+
+
+#: VM and snapshot names: they name a directory and a file under the store
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
+
+
+def check_name(name: str, what: str = "snapshot") -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise SnapshotError(f"invalid {what} name {name!r}: use a letter followed by up to 63 "
+                            "letters, digits, '.', '_' or '-'")
+    return name
 
 
 @dataclass
@@ -133,16 +146,29 @@ class SnapshotStore:
             out.append(self.get(vm, out[-1].parent))
         return out[::-1]
 
+    def ids(self, vm: str) -> dict[str, int]:
+        """A stable number per snapshot of ``vm`` (HMP's "ID" column)."""
+        rows = self.db.execute("SELECT name, rowid FROM snapshots WHERE vm=?", (vm,))
+        return {name: rowid for name, rowid in rows}
+
+    def file_of(self, info: SnapshotInfo) -> Path:
+        """Where the snapshot's file is."""
+        return self.root / info.vm / info.file
+
     def _path(self, vm: str, name: str) -> Path:
+        check_name(vm, "VM")
+        check_name(name)
         d = self.root / vm
         d.mkdir(exist_ok=True, mode=0o700)
         return d / f"{name}.snap"
 
     # -- save / load -------------------------------------------------------------------------
-    async def save(self, vm_name: str, vm: "Machine", name: str, *,
-                   parent: Optional[str] = None, overwrite: bool = True) -> SnapshotInfo:
-        """Save the VM (it must not run meanwhile: the caller stops it).
-        ``parent``: make a diff snapshot on top of that one."""
+    def check_save(self, vm_name: str, vm: "Machine", name: str, *,
+                   parent: Optional[str] = None, overwrite: bool = True) -> None:
+        """Raise SnapshotError if ``save`` with these arguments would be
+        refused (so a caller can refuse before it stops the VM)."""
+        check_name(vm_name, "VM")
+        check_name(name)
         existing = self.db.execute("SELECT parent FROM snapshots WHERE vm=? AND name=?",
                                    (vm_name, name)).fetchone()
         if existing is not None:
@@ -151,21 +177,28 @@ class SnapshotStore:
             if self.children(vm_name, name):
                 raise SnapshotError(f"snapshot {name!r} has diff snapshots on top of it; "
                                     "delete them or save under another name")
-        pages = None
-        tracker = self._trackers.get(vm_name)
         if parent is not None:
             if parent == name:
                 raise SnapshotError("a snapshot cannot be its own parent")
             self.get(vm_name, parent)
+            tracker = self._trackers.get(vm_name)
             if tracker is None or tracker.vm is not vm or tracker.base != parent:
                 raise SnapshotError(f"cannot save a diff on {parent!r}: the VM was not "
                                     f"saved to or loaded from {parent!r} last")
-            pages = tracker.log.dirty_pages(clear=False)
+
+    async def save(self, vm_name: str, vm: "Machine", name: str, *,
+                   parent: Optional[str] = None, overwrite: bool = True) -> SnapshotInfo:
+        """Save the VM (it must not run meanwhile: the caller stops it).
+        ``parent``: make a diff snapshot on top of that one."""
+        self.check_save(vm_name, vm, name, parent=parent, overwrite=overwrite)
+        pages = None
+        if parent is not None:
+            pages = self._trackers[vm_name].log.dirty_pages(clear=False)
         path = self._path(vm_name, name)
         saved = await save_file(vm, path, pages=pages)
         info = SnapshotInfo(vm_name, name, vm.board.name, time.time(), vm.clock.ns(),
                             vm.cpu.insn_count, vm.cpu.ram_size, saved.bytes_written,
-                            saved.pages, parent, vm.state.value, path.name)
+                            saved.pages, parent, runstate_of(vm).value, path.name)
         self.db.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         tuple(info.__dict__.values()))
         self._track(vm_name, vm, name)
@@ -234,8 +267,9 @@ class SnapshotStore:
             out.truncate(size)
             head, coff, cbits = _header_of(src, child.ram_size)
             _, poff, pbits = _header_of(par, child.ram_size)
-            # the child's bytes outside its page area, and its own pages
-            out.pwrite(0, src.pread(0, coff))
+            # the child's bytes outside its page area (up to its bitmap, and the
+            # stream's tail; the rest of the head is zero padding: holes), its pages
+            out.pwrite(0, src.pread(0, head))
             tail_at = coff + child.ram_size
             out.pwrite(tail_at, src.pread(tail_at, size - tail_at))
             merged = bytearray(cbits)
@@ -253,12 +287,13 @@ class SnapshotStore:
                 count += 1
             out.pwrite(head, bytes(merged))
             out.commit()
+            written = out.bytes_written
         finally:
             out.close()
             src.close()
             par.close()
         self.db.execute("UPDATE snapshots SET parent=?, pages=?, size=? WHERE vm=? AND name=?",
-                        (parent.parent, count, count * PAGE_SIZE, vm_name, child.name))
+                        (parent.parent, count, written, vm_name, child.name))
 
 
 def _header_of(f: SeekableFile, ram_size: int) -> tuple[int, int, bytes]:
