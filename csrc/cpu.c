@@ -222,6 +222,33 @@ int cr16_write(struct cr16_cpu *c, uint32_t addr, const void *src, uint32_t len)
     return 0;
 }
 
+int cr16_zero(struct cr16_cpu *c, uint32_t addr, uint32_t len)
+{
+    if (addr > c->ram_size || len > c->ram_size - addr)
+        return -1;
+    while (len) {
+        uint32_t in_page = CR16_PAGE_SIZE - (addr & (CR16_PAGE_SIZE - 1));
+        uint32_t n = len < in_page ? len : in_page;
+        uint8_t *p = c->ram + addr;
+        uint64_t acc = 0;
+        uint32_t i = 0;
+        for (; i + 8 <= n && !acc; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            acc |= w;
+        }
+        for (; i < n && !acc; i++)
+            acc |= p[i];
+        if (acc) {              /* only pages that need it: zero RAM stays untouched */
+            memset(p, 0, n);
+            mark_range(c, addr, n);
+        }
+        addr += n;
+        len -= n;
+    }
+    return 0;
+}
+
 uint32_t cr16_scan_nonzero(const struct cr16_cpu *c, uint8_t *map)
 {
     uint32_t count = 0;

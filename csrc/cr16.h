@@ -112,6 +112,10 @@ int cr16_read(const struct cr16_cpu *cpu, uint32_t addr, void *dst, uint32_t len
 /* All of RAM to zero at once (fresh anonymous pages); marks every page
  * written.  Returns 0, or -1 (the mapping failed). */
 int cr16_clear_ram(struct cr16_cpu *cpu);
+/* Zero [addr, addr+len), writing (and marking) only the parts that are not
+ * zero already, so never-touched RAM stays unallocated.  0, or -1 if the
+ * range is not all RAM. */
+int cr16_zero(struct cr16_cpu *cpu, uint32_t addr, uint32_t len);
 /* map[p] = 1 if page p of RAM holds a non-zero byte, else 0 (map has
  * cr16_dirty_pages() bytes); returns the number of non-zero pages. */
 uint32_t cr16_scan_nonzero(const struct cr16_cpu *cpu, uint8_t *map);

@@ -301,6 +301,11 @@ class Cpu:
         raw = ffi.buffer(buf, n)[:]
         return [i for i in range(n) if raw[i]] if raw.count(0) != n else []
 
+    def zero(self, addr: int, length: int) -> None:
+        """Zero a range of RAM, touching only what is not zero already."""
+        if addr < 0 or length < 0 or lib.cr16_zero(self._cpu, addr, length) != 0:
+            raise IndexError(f"guest range {addr:#x}+{length:#x} is outside RAM")
+
     def clear_ram(self) -> None:
         """All of RAM to zero at once (every page counts as written)."""
         if lib.cr16_clear_ram(self._cpu) != 0:

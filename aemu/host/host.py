@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import io
 import logging
 import os
@@ -82,6 +83,7 @@ class Host:
         self._stopping: Optional[asyncio.Event] = None
         self._stop_reason = "host-qmp-quit"
         self._creating: set[str] = set()
+        self._forgotten = 0
 
     # -- life cycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -242,6 +244,10 @@ class Host:
                 raise HostError(f"VM {name}: {exc}") from None
             log_file = None            # the VM owns it now
             self.vms[name] = vm
+            # a host holds many long-lived VMs of ~1000 objects each: keep them
+            # out of the collector's full passes (which grow with the host and
+            # stall every VM); destroy_vm unfreezes now and then
+            gc.freeze()
             return vm
         finally:
             self._creating.discard(name)
@@ -253,6 +259,9 @@ class Host:
     def _forget(self, vm: HostedVm) -> None:
         if self.vms.get(vm.name) is vm:
             del self.vms[vm.name]
+        self._forgotten += 1
+        if self._forgotten % 32 == 0:   # let the collector see the frozen VMs that are gone
+            gc.unfreeze()
 
     async def destroy_vm(self, name: str) -> None:
         vm = self.vms.get(name)

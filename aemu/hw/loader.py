@@ -259,7 +259,7 @@ def load_elf(cpu: "Cpu", source: bytes | bytearray | str | os.PathLike, *,
         if seg.vaddr != seg.paddr and payload:
             cpu.write(seg.vaddr, payload)
         if seg.memsz > seg.filesz:
-            cpu.write(seg.vaddr + seg.filesz, bytes(seg.memsz - seg.filesz))
+            cpu.zero(seg.vaddr + seg.filesz, seg.memsz - seg.filesz)
     if start:
         cpu.reset()
         cpu.pc = image.entry

@@ -635,7 +635,10 @@ class Machine:
         if nxt is not None:
             wall_due = self._wall_start + (self.clock.cycles_to_ns(nxt)
                                            - self._wall_ns_at_start) / 1e9
-            handle = loop.call_at(loop.time() + max(0.0, wall_due - time.monotonic()), self._wake)
+            # + 1 ms: uvloop's timers have millisecond resolution and fire up
+            # to 1 ms early; an early wake would cost a second wait per tick
+            handle = loop.call_at(loop.time() + max(0.0, wall_due - time.monotonic()) + 0.001,
+                                  self._wake)
         try:
             await fut
         finally:
