@@ -162,6 +162,24 @@ void cr16_set_irq(struct cr16_cpu *c, int vector)
 }
 int cr16_get_irq(const struct cr16_cpu *c) { return c->irq; }
 void cr16_raise_nmi(struct cr16_cpu *c) { c->nmi = 1; }
+
+void cr16_get_core_state(const struct cr16_cpu *c, struct cr16_core_state *out)
+{
+    cr16_get_regs(c, &out->regs);
+    out->insns = c->insns;
+    out->cycle_offset = c->cycle_offset;
+    out->halted = c->halted;
+    out->nmi = c->nmi;
+}
+
+void cr16_set_core_state(struct cr16_cpu *c, const struct cr16_core_state *in)
+{
+    cr16_set_regs(c, &in->regs);
+    c->insns = in->insns;
+    c->cycle_offset = in->cycle_offset;
+    c->halted = in->halted != 0;
+    c->nmi = in->nmi != 0;
+}
 int cr16_nmi_pending(const struct cr16_cpu *c) { return c->nmi; }
 void cr16_set_nmi_pending(struct cr16_cpu *c, int pending) { c->nmi = pending != 0; }
 int cr16_halted(const struct cr16_cpu *c) { return c->halted; }

@@ -64,6 +64,14 @@ struct cr16_regs {
     uint32_t dcr, car0, car1;
 };
 
+/* Everything of the core that savevm keeps besides RAM: the registers plus
+ * the instruction count, idle-cycle offset, halted flag and latched NMI. */
+struct cr16_core_state {
+    struct cr16_regs regs;
+    uint64_t insns, cycle_offset;
+    int halted, nmi;
+};
+
 struct cr16_cpu;
 
 struct cr16_cpu *cr16_new(uint32_t ram_size);
@@ -77,6 +85,8 @@ uint32_t cr16_ram_size(const struct cr16_cpu *cpu);
 /* Copy the registers out / in.  Setting PSR switches the SP bank if U changes. */
 void cr16_get_regs(const struct cr16_cpu *cpu, struct cr16_regs *out);
 void cr16_set_regs(struct cr16_cpu *cpu, const struct cr16_regs *in);
+void cr16_get_core_state(const struct cr16_cpu *cpu, struct cr16_core_state *out);
+void cr16_set_core_state(struct cr16_cpu *cpu, const struct cr16_core_state *in);
 
 /* Execute at most `budget` instructions (>0).  *executed gets how many ran. */
 int cr16_run(struct cr16_cpu *cpu, uint64_t budget, uint64_t *executed);

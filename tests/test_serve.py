@@ -48,6 +48,11 @@ def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+#: subprocesses run outside the repository: from its root, ``python -m aemu``
+#: would import the source tree instead of the installed (built) package
+NEUTRAL_CWD = tempfile.gettempdir()
+
+
 def aemu_cmd(*args: Any) -> list[str]:
     return [sys.executable, "-m", "aemu", *map(str, args)]
 
@@ -709,11 +714,11 @@ def test_raw_clients_and_half_messages(serve):
 def test_serve_usage_errors(base):
     r = subprocess.run(aemu_cmd("serve", "--state-dir", base / "s", "--allow-dir",
                                 base / "missing"),
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=30, cwd=NEUTRAL_CWD)
     assert r.returncode == 2 and "--allow-dir" in r.stderr and "not a directory" in r.stderr
     (base / "file").write_text("")
     r = subprocess.run(aemu_cmd("serve", "--state-dir", base / "file" / "s"),
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=30, cwd=NEUTRAL_CWD)
     assert r.returncode == 1 and r.stderr.startswith("aemu: serve: state dir "), r.stderr
     assert "Traceback" not in r.stderr
 
@@ -823,7 +828,7 @@ def test_host_quit(serve):
 def qmp_cli(state: Path, *args: Any, input: "str | None" = None) -> subprocess.CompletedProcess:
     return subprocess.run(aemu_cmd("qmp", "--state-dir", state, *args), input=input,
                           stdin=None if input is not None else subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, cwd=NEUTRAL_CWD)
 
 
 def test_qmp_cli(serve):

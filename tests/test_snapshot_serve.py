@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from conftest import FIRMWARE
-from test_serve import (IDLE, T, Proc, aemu_cmd, base, connect, create_vm,  # noqa: F401
-                        disconnect, execute, execute_error, error_desc, next_event, procs,
-                        run, serve, status)
+from test_serve import (IDLE, NEUTRAL_CWD, T, Proc, aemu_cmd, base,  # noqa: F401
+                        connect, create_vm, disconnect, execute, execute_error, error_desc,
+                        next_event, procs, run, serve, status)
 
 FILEIO = str(FIRMWARE / "fileio-O2.elf")
 #: fileio-O2 holds fileio.tmp open through the host services at this cycle
@@ -413,7 +413,7 @@ def test_hmp_savevm_loadvm_delvm_info_snapshots(serve):
 # -- the CLI ---------------------------------------------------------------------------------
 def aemu(*args: Any, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(aemu_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=NEUTRAL_CWD)
 
 
 def test_snapshot_cli_and_savevm_info(serve):

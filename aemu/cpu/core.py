@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Callable
+from typing import Any, Callable
 
 from ._core import ffi, lib
 
@@ -190,6 +190,18 @@ class Cpu:
             else:
                 raise KeyError(key)
         lib.cr16_set_regs(self._cpu, s)
+
+    def core_state(self) -> Any:
+        """A copy of the core's saved state (struct cr16_core_state): the
+        registers, instruction count, idle-cycle offset, halted, NMI."""
+        out = ffi.new("struct cr16_core_state *")
+        lib.cr16_get_core_state(self._cpu, out)
+        return out
+
+    def set_core_state(self, state: Any) -> None:
+        """Put back what core_state() returned, in one call."""
+        lib.cr16_set_core_state(self._cpu, state)
+        self._cycle_offset = state.cycle_offset
 
     def load_registers(self, r: "list[int]", special: "dict[str, int]") -> None:
         """Set all 16 registers and the given special registers in one call

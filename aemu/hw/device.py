@@ -83,6 +83,10 @@ class Device:
         self.size = self.WINDOW
         #: the device's pending timer, if any (one is all the current devices need)
         self._handle: TimerHandle | None = None
+        #: bumped by whatever may change the declared state (a register access,
+        #: a timer callback, host input, a reset), so that a checkpoint restore
+        #: can skip a device that did not change since
+        self._generation = 0
 
     def _cancel(self) -> None:
         """Cancel the pending timer, if any."""

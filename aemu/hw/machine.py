@@ -68,7 +68,8 @@ class _Context:
 
     def schedule(self, cycle: int, callback: Callable[[], None]) -> Timer:
         vm = self._vm
-        timer = vm.timers.schedule(cycle, callback)
+        owner = getattr(callback, "__self__", None)
+        timer = vm.timers.schedule(cycle, callback, owner if isinstance(owner, Device) else None)
         if cycle < vm._slice_end:          # sooner than the running slice ends
             vm.cpu.end_slice()
         return timer
@@ -382,6 +383,7 @@ class Machine:
         self.cpu.set_irq(0)
         self.cpu.halted = False
         for device in self.devices.values():
+            device._generation += 1
             device.reset()
         self.cpu.reset()
         if self._image_source is not None:

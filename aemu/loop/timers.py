@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Callable
+from typing import Any, Callable
 
 
 class Timer:
     """A scheduled callback; ``cancel()`` is idempotent."""
 
-    __slots__ = ("cycle", "callback", "cancelled", "_seq")
+    __slots__ = ("cycle", "callback", "cancelled", "_seq", "owner")
 
-    def __init__(self, cycle: int, callback: Callable[[], None], seq: int) -> None:
+    def __init__(self, cycle: int, callback: Callable[[], None], seq: int,
+                 owner: Any = None) -> None:
         self.cycle = cycle
         self.callback = callback
         self.cancelled = False
         self._seq = seq
+        #: whose timer this is (a device): told when it fires (its ``_generation``)
+        self.owner = owner
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -31,8 +34,8 @@ class TimerQueue:
         self._heap: list[Timer] = []
         self._seq = itertools.count()
 
-    def schedule(self, cycle: int, callback: Callable[[], None]) -> Timer:
-        timer = Timer(cycle, callback, next(self._seq))
+    def schedule(self, cycle: int, callback: Callable[[], None], owner: Any = None) -> Timer:
+        timer = Timer(cycle, callback, next(self._seq), owner)
         heapq.heappush(self._heap, timer)
         return timer
 
@@ -49,6 +52,8 @@ class TimerQueue:
             timer = heapq.heappop(heap)
             if not timer.cancelled:
                 timer.cancelled = True
+                if timer.owner is not None:
+                    timer.owner._generation += 1
                 timer.callback()
                 fired += 1
         return fired

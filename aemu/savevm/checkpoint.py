@@ -101,27 +101,50 @@ class Checkpoint:
         self._log.clear()
         captured = [(sec, capture(sec.vmsd, sec.obj)) for sec in sections(vm)]
         by_name = {sec.idstr: values for sec, values in captured}
-        self._insns = by_name["cpu"]["insns"]
         self._idle = by_name["clock"]["idle_cycles"]
-        self._plan = [_plan(sec.vmsd, sec.obj, values) for sec, values in captured]
+        # the CPU comes back in one call into the core (the same state its
+        # description saves, see aemu/cpu/vmstate.py)
+        self._core = vm.cpu.core_state()
+        devices = {id(dev) for dev in vm.devices.values()}
+        #: (plan, the device or None, whether it is the interrupt controller)
+        self._steps = [(_plan(sec.vmsd, sec.obj, values),
+                        sec.obj if id(sec.obj) in devices else None, sec.obj is vm.icu)
+                       for sec, values in captured if sec.idstr != "cpu"]
+        #: each device's _generation when it last matched the checkpoint
+        self._clean = {id(dev): dev._generation for dev in vm.devices.values()}
         self.state = vm.held_state if vm.held_state is not None else vm.state
 
     def restore(self) -> int:
         """Put the VM back as it was at the checkpoint; returns the number of
-        RAM pages copied back."""
+        RAM pages copied back.
+
+        Devices untouched since the checkpoint (or the last restore) -- no
+        register access, timer callback, host input or reset, see
+        Device._generation -- are left as they are, pending timer included;
+        the others get their state back and re-arm their timers.  If the
+        interrupt controller changed, every device is restored (its pre_load
+        lowers all lines and each device raises its own again)."""
         vm = self.vm
         if self._log.id < 0:
             raise ValueError("this checkpoint was closed")
-        vm.timers.clear()
         cpu = vm.cpu
         cpu.set_irq(0)
         pages = self._log.restore(self._ram)
-        # the clock first: devices' post_load compare deadlines with ctx.now()
-        cpu.insn_count = self._insns
+        # CPU and clock first: devices' post_load compare deadlines with ctx.now()
+        cpu.set_core_state(self._core)
         vm.clock.idle_cycles = self._idle
-        cpu.cycle_offset = self._idle
-        for step in self._plan:
-            _run(step)
+        clean = self._clean
+        icu = vm.icu
+        everything = icu is None or clean.get(id(icu)) != icu._generation
+        for plan, device, is_icu in self._steps:
+            if device is not None and not everything and \
+                    clean[id(device)] == device._generation:
+                if is_icu:
+                    device.post_load()      # deliver the vector again (the input was lowered)
+                continue
+            _run(plan)
+            if device is not None:
+                clean[id(device)] = device._generation
         vm.state_replaced(self.state)
         return pages
 

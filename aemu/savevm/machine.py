@@ -43,7 +43,7 @@ class ClockState:
         live = sorted(t for t in vm.timers._heap if not t.cancelled)
         order = []
         for t in live:
-            owner = getattr(t.callback, "__self__", None)
+            owner = t.owner
             if id(owner) not in owners:
                 raise ValueError(f"a pending timer that belongs to no device: {t.callback!r}")
             order.append(owners[id(owner)])
@@ -60,7 +60,7 @@ class ClockState:
                 rank.setdefault(id(devices[index]), i)
         live = [t for t in vm.timers._heap if not t.cancelled]
         for t in live:
-            t._seq = rank.get(id(getattr(t.callback, "__self__", None)), len(rank) + t._seq)
+            t._seq = rank.get(id(t.owner), len(rank) + t._seq)
         vm.timers._heap[:] = sorted(live)
 
 

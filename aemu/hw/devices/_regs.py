@@ -82,12 +82,14 @@ class RegisterDevice(Device):
 
     # -- the MMIO interface ------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
+        self._generation += 1          # reads may have side effects (FIFOs, acks)
         handler = self._rd.get(offset << 3 | size)
         if handler is None:
             raise self._bus_error(offset, size, "read")
         return handler()
 
     def write(self, offset: int, size: int, value: int) -> None:
+        self._generation += 1
         handler = self._wr.get(offset << 3 | size)
         if handler is None:
             raise self._bus_error(offset, size, "write")

@@ -103,6 +103,7 @@ class Icu(RegisterDevice):
 
     def raise_nmi(self) -> None:
         """Set NMISTAT and raise the CPU's non-maskable interrupt."""
+        self._generation += 1
         self.nmistat |= 1
         self._nmi()
 

@@ -124,6 +124,7 @@ class Uart(RegisterDevice):
     def receive(self, data: bytes, *, drop_excess: bool = False) -> int:
         """Put host input into the receive FIFO; returns how many bytes it took.
         With ``drop_excess`` the bytes that do not fit are lost (STATUS.OVR)."""
+        self._generation += 1
         fifo = self.rx_fifo
         taken = min(len(data), FIFO_SIZE - len(fifo))
         if taken:
