@@ -100,11 +100,24 @@ class OpenSnapshot:
         """Copy this file's pages into guest RAM (for a diff, or an eager load)."""
         base, size = self.parsed.pages_offset, vm.cpu.ram_size
         pages = self.parsed.present_pages()
-        for first, count in page_runs(pages):
-            start = first * PAGE_SIZE
-            end = min(start + count * PAGE_SIZE, size)
-            vm.cpu.write(start, self.map[base + start:base + end])
+        with memoryview(self.map) as view:       # no intermediate copies
+            for first, count in page_runs(pages):
+                start = first * PAGE_SIZE
+                end = min(start + count * PAGE_SIZE, size)
+                with view[base + start:base + end] as piece:
+                    vm.cpu.write(start, piece)
         return len(pages)
+
+    def zero_absent(self, vm: "Machine") -> None:
+        """Zero the RAM pages this (full) file does not hold, touching only
+        those that are not zero already (RAM already in use is not refaulted)."""
+        size = vm.cpu.ram_size
+        npages = -(-size // PAGE_SIZE)
+        present = set(self.parsed.present_pages())
+        absent = [p for p in range(npages) if p not in present]
+        for first, count in page_runs(absent):
+            start = first * PAGE_SIZE
+            vm.cpu.zero(start, min(count * PAGE_SIZE, size - start))
 
     def close(self) -> None:
         m = getattr(self, "map", None)
@@ -138,7 +151,7 @@ def load_files(vm: "Machine", chain: Sequence["str | os.PathLike"], *,
             if lazy:
                 vm.cpu.map_ram_file(root.file.fd, root.parsed.pages_offset)
             else:
-                vm.cpu.clear_ram()
+                root.zero_absent(vm)
                 root.copy_pages(vm)
             for diff in opened[1:]:
                 diff.copy_pages(vm)
