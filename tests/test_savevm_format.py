@@ -425,7 +425,9 @@ def test_the_globalstate_section_holds_the_run_state() -> None:
 def test_zero_pages_are_left_out() -> None:
     """A VM that uses one page of RAM saves to a stream of about one page,
     whatever the RAM size; a RAM size that is not a whole number of pages
-    works (its last page is padded)."""
+    works: its last page is padded, the ram block is whole pages (block
+    lengths must add up to MEM_SIZE's total, whose low bits are flags) and
+    the exact size is in the configuration."""
     async def tiny(ram_size: int) -> tuple[bytes, int]:
         board = default_board().with_changes(ram_size=ram_size)
         vm = Machine(board, bytes([0x00, 0x2C, 0xEF, 0x1F]), binary_addr=0x100,
@@ -448,10 +450,18 @@ def test_zero_pages_are_left_out() -> None:
         blob, pages = asyncio.run(tiny(ram_size))
         w = walk(blob)
         assert pages == len(w["pages"]) == 2
-        assert w["sections"][0]["block_len"] == ram_size
-        assert w["sections"][0]["mem_size"] == -(-ram_size // 4096) * 4096
+        assert w["sections"][0]["block_len"] == w["sections"][0]["mem_size"] == \
+            -(-ram_size // 4096) * 4096
+        subs = {d["vmsd_name"] for d in w["vmdesc"]["configuration"]["subsections"]}
+        exact = "configuration/aemu-ram-size"
+        assert (exact in subs) == bool(ram_size % 4096)
+        if ram_size % 4096:
+            assert w["config"].endswith(bytes([5, len(exact)]) + exact.encode() +
+                                        (1).to_bytes(4, "big") + ram_size.to_bytes(8, "big"))
         sizes[ram_size] = len(blob)
-    assert len(set(sizes.values())) == 1        # the same size for any RAM with two pages used
+    # the same size for any RAM with two pages used (plus the exact size if needed)
+    assert len({n for r, n in sizes.items() if r % 4096 == 0}) == 1
+    assert len({n for r, n in sizes.items() if r % 4096}) == 1
     assert max(sizes.values()) < 3 * 4096     # two pages and under 4 KiB of the rest
 
 

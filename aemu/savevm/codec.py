@@ -145,14 +145,24 @@ def _encode_field(f: Field, obj: Any, out: bytearray, owner: str) -> list[dict[s
         return [dict(entry, array_len=n)] if n else []
     if f.kind == "cstr":
         items = [value] if n is None else list(value)
+        sizes = []
         for item in items:
             raw = item.encode("ascii")
             if len(raw) > 255:
                 raise ValueError(f"{where}: {item!r} is longer than 255 bytes")
             out.append(len(raw))
             out += raw
-        entry = {"name": f.name, "type": "capability", "size": 0}
-        return [dict(entry, array_len=n)] if n else ([] if n == 0 else [entry])
+            sizes.append(1 + len(raw))
+        # "size" is what one element took on the wire (its length byte
+        # included), as QEMU writes it: an array is one entry with array_len
+        # when every element has the same size, else one entry per element
+        if n is None:
+            return [{"name": f.name, "type": "capability", "size": sizes[0]}]
+        if len(set(sizes)) <= 1:
+            return [{"name": f.name, "type": "capability", "size": sizes[0], "array_len": n}
+                    ] if n else []
+        return [{"name": f.name, "type": "capability", "size": size, "index": i}
+                for i, size in enumerate(sizes)]
     if f.kind == "buffer":
         size = f.size if f.size_field is None else int(getattr(obj, f.size_field))
         data = bytes(value)

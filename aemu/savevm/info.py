@@ -109,6 +109,9 @@ def decode_fields(c: _Cursor, desc: dict, where: str) -> dict[str, Any]:
         elif typ == "capability":
             value = ([c.cstr(what) for _ in range(count)] if count is not None
                      else c.cstr(what))
+            if "index" in f:                  # an array of strings of different lengths
+                out.setdefault(name, []).append(value)
+                continue
         elif typ == "bool" or typ in _INT_TYPES:
             if typ in _INT_TYPES and _INT_TYPES[typ][0] != size:
                 raise InfoError(f"{what}: type {typ} with size {size}", c.pos)

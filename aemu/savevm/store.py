@@ -28,7 +28,7 @@ from aemu.loop import RunState
 from aemu.savevm.codec import StreamError
 from aemu.savevm.machine import runstate_of
 from aemu.savevm.snapfile import load_files, save_file
-from aemu.savevm.stream import PAGE_SIZE, bitmap_bytes
+from aemu.savevm.stream import PAGE_SIZE, bitmap_bytes, page_up
 from aemu.transport.file import SeekableFile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -265,12 +265,12 @@ class SnapshotStore:
         try:
             size = src.size()
             out.truncate(size)
-            head, coff, cbits = _header_of(src, child.ram_size)
-            _, poff, pbits = _header_of(par, child.ram_size)
+            head, coff, cbits, clen = _header_of(src, child.ram_size)
+            _, poff, pbits, _ = _header_of(par, child.ram_size)
             # the child's bytes outside its page area (up to its bitmap, and the
             # stream's tail; the rest of the head is zero padding: holes), its pages
             out.pwrite(0, src.pread(0, head))
-            tail_at = coff + child.ram_size
+            tail_at = coff + clen
             out.pwrite(tail_at, src.pread(tail_at, size - tail_at))
             merged = bytearray(cbits)
             count = 0
@@ -296,19 +296,24 @@ class SnapshotStore:
                         (parent.parent, count, written, vm_name, child.name))
 
 
-def _header_of(f: SeekableFile, ram_size: int) -> tuple[int, int, bytes]:
-    """(bitmap offset, pages offset, bitmap) of a mapped-ram file, read by
-    searching the RAM setup record (the layout is aemu's own)."""
+def _header_of(f: SeekableFile, ram_size: int) -> tuple[int, int, bytes, int]:
+    """(bitmap offset, pages offset, bitmap, ram block length) of a mapped-ram
+    file, read by searching the RAM setup record (the layout is aemu's own).
+    The block length is the RAM size in whole pages (older files: exact)."""
     head = f.pread(0, 4096)
-    marker = ram_size.to_bytes(8, "big") + (1).to_bytes(4, "big") + PAGE_SIZE.to_bytes(8, "big")
-    at = head.find(marker)
-    if at < 0:
+    for length in dict.fromkeys((page_up(ram_size), ram_size)):
+        marker = length.to_bytes(8, "big") + (1).to_bytes(4, "big") + \
+            PAGE_SIZE.to_bytes(8, "big")
+        at = head.find(marker)
+        if at >= 0:
+            break
+    else:
         raise StreamError("not a mapped-ram snapshot file", 0, "ram")
     at += len(marker)
     bitmap_offset = int.from_bytes(head[at:at + 8], "big")
     pages_offset = int.from_bytes(head[at + 8:at + 16], "big")
     nbytes = bitmap_bytes(-(-ram_size // PAGE_SIZE))
-    return bitmap_offset, pages_offset, f.pread(bitmap_offset, nbytes)
+    return bitmap_offset, pages_offset, f.pread(bitmap_offset, nbytes), length
 
 
 __all__ = ["SnapshotError", "SnapshotInfo", "SnapshotStore"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from aemu.savevm.codec import Reader, StreamError, Values, check_version, decode, encode
-from aemu.savevm.vmstate import VMStateDescription, buffer, cstr, u32
+from aemu.savevm.vmstate import VMStateDescription, buffer, cstr, u32, u64
 
 MAGIC = 0x5145564D               # "QEVM"
 VERSION = 3
@@ -38,9 +38,13 @@ RAM_FLAG_MASK = PAGE_SIZE - 1
 
 
 def page_up(n: int) -> int:
-    """``n`` rounded up to whole pages: the MEM_SIZE record's total (its low
-    bits are flags), as QEMU's block lengths are; the block record keeps the
-    exact RAM size, which need not be a multiple of the page size."""
+    """``n`` rounded up to whole pages: the length of the RAM block in the
+    stream.  QEMU's block lengths are whole (host) pages, the MEM_SIZE record's
+    total is their sum and its low bits are flags, and a reader (QEMU's
+    loader, analyze-migration.py) subtracts block lengths from that total
+    until it reaches zero -- so a block's length must be whole pages even when
+    the RAM is not (qemu-migration.md §2.5).  The exact size goes in the
+    configuration's ``configuration/aemu-ram-size`` subsection then."""
     return -(-n // PAGE_SIZE) * PAGE_SIZE
 
 
@@ -55,12 +59,13 @@ class Section:
 
 class _Config:
     def __init__(self, name: str = "", page_bits: int = PAGE_BITS,
-                 capabilities: Sequence[str] = ()) -> None:
+                 capabilities: Sequence[str] = (), ram_size: int = 0) -> None:
         self.name = name.encode()
         self.len = len(self.name)
         self.target_page_bits = page_bits
         self.capabilities = list(capabilities)
         self.caps_count = len(self.capabilities)
+        self.ram_size = ram_size
 
 
 CONFIG_VMSD = VMStateDescription(
@@ -72,7 +77,11 @@ CONFIG_VMSD = VMStateDescription(
                  VMStateDescription("configuration/capabilities", version=1,
                                     fields=[u32("caps_count"),
                                             cstr("capabilities", count_field="caps_count")],
-                                    needed=lambda c: bool(c.capabilities))])
+                                    needed=lambda c: bool(c.capabilities)),
+                 # aemu's: RAM that is not whole pages (the ram block is rounded up)
+                 VMStateDescription("configuration/aemu-ram-size", version=1,
+                                    fields=[u64("ram_size")],
+                                    needed=lambda c: c.ram_size % PAGE_SIZE != 0)])
 #: capabilities a stream may declare that this aemu understands
 KNOWN_CAPABILITIES = ("mapped-ram",)
 
@@ -118,11 +127,12 @@ GLOBALSTATE_VMSD = VMStateDescription(
 class _Writer:
     """Builds a stream; sections get ids in the order they are opened."""
 
-    def __init__(self, machine_type: str, capabilities: Sequence[str] = ()) -> None:
+    def __init__(self, machine_type: str, ram_size: int,
+                 capabilities: Sequence[str] = ()) -> None:
         self.out = bytearray(MAGIC.to_bytes(4, "big") + VERSION.to_bytes(4, "big"))
         self.out.append(CONFIGURATION)
-        self.config_desc = encode(CONFIG_VMSD, _Config(machine_type, capabilities=capabilities),
-                                  self.out)
+        self.config_desc = encode(CONFIG_VMSD, _Config(machine_type, capabilities=capabilities,
+                                                       ram_size=ram_size), self.out)
         self.devices: list[dict[str, Any]] = []
         self.section_id = 0
 
@@ -173,7 +183,7 @@ class _Writer:
 def write_stream(machine_type: str, ram: "bytes | bytearray | memoryview",
                  sections: Sequence[Section], globalstate: GlobalState) -> bytearray:
     """The whole stream of a stopped VM, RAM inline (non-iterative: one pass)."""
-    w = _Writer(machine_type)
+    w = _Writer(machine_type, len(ram))
     ram_id = w.header(START, "ram", 0, RAM_VERSION)
     write_ram_setup(w.out, len(ram))
     w.footer(ram_id)
@@ -191,7 +201,8 @@ MAPPED_RAM_ALIGN = 1 << 20      #: the page area starts on a 1 MiB boundary, as 
 class MappedLayout:
     """A mapped-ram stream in three parts: ``head`` at offset 0, the page
     bitmap at ``bitmap_offset``, page i of RAM at ``pages_offset + i * 4096``
-    (only the pages whose bit is set), and ``tail`` right after the page area."""
+    (only the pages whose bit is set), and ``tail`` right after the page area
+    (whole pages: a last partial page of RAM is followed by a hole)."""
     head: bytearray
     bitmap: bytes
     bitmap_offset: int
@@ -213,14 +224,10 @@ def layout_mapped(machine_type: str, ram_size: int, present: Iterable[int],
                   sections: Sequence[Section], globalstate: GlobalState) -> MappedLayout:
     """The mapped-ram stream of a stopped VM whose pages ``present`` (page
     numbers) go to the file; the caller writes the pages themselves."""
-    w = _Writer(machine_type, capabilities=["mapped-ram"])
+    w = _Writer(machine_type, ram_size, capabilities=["mapped-ram"])
     ram_id = w.header(START, "ram", 0, RAM_VERSION)
     out = w.out
-    out += (page_up(ram_size) | RAM_MEM_SIZE).to_bytes(8, "big")
-    name = RAM_BLOCK.encode()
-    out.append(len(name))
-    out += name
-    out += ram_size.to_bytes(8, "big")
+    _ram_block(out, ram_size)
     npages = -(-ram_size // PAGE_SIZE)
     bitmap = bytearray(bitmap_bytes(npages))
     for page in present:
@@ -231,7 +238,7 @@ def layout_mapped(machine_type: str, ram_size: int, present: Iterable[int],
     out += bitmap_offset.to_bytes(8, "big") + pages_offset.to_bytes(8, "big")
     head = w.out
     # the stream goes on after the page area
-    tail_offset = pages_offset + ram_size
+    tail_offset = pages_offset + page_up(ram_size)
     w.out = bytearray()
     w.out += RAM_EOS.to_bytes(8, "big")
     w.footer(ram_id)
@@ -242,12 +249,19 @@ def layout_mapped(machine_type: str, ram_size: int, present: Iterable[int],
     return MappedLayout(head, bytes(bitmap), bitmap_offset, pages_offset, w.out, tail_offset)
 
 
-def write_ram_setup(out: bytearray, ram_size: int) -> None:
-    out += (page_up(ram_size) | RAM_MEM_SIZE).to_bytes(8, "big")
+def _ram_block(out: bytearray, ram_size: int) -> None:
+    """MEM_SIZE | total, then the one block: its name and length, which is
+    the total (whole pages, see ``page_up``)."""
+    length = page_up(ram_size)
+    out += (length | RAM_MEM_SIZE).to_bytes(8, "big")
     name = RAM_BLOCK.encode()
     out.append(len(name))
     out += name
-    out += ram_size.to_bytes(8, "big")
+    out += length.to_bytes(8, "big")
+
+
+def write_ram_setup(out: bytearray, ram_size: int) -> None:
+    _ram_block(out, ram_size)
     out += RAM_EOS.to_bytes(8, "big")
 
 
@@ -294,6 +308,10 @@ class Parsed:
     #: mapped-ram: the page bitmap (bit i = page i is in the file) and where pages start
     bitmap: Optional[bytes] = None
     pages_offset: int = 0
+    #: the RAM block's length in the stream (whole pages; the page area's size)
+    block_length: int = 0
+    #: the exact RAM size, if the configuration says it (RAM not whole pages)
+    config_ram_size: Optional[int] = None
 
     def present_pages(self) -> list[int]:
         """Mapped-ram: the pages the file holds."""
@@ -330,6 +348,12 @@ def parse(data: "bytes | bytearray | memoryview", sections: Sequence[Section], *
         raise StreamError(f"target page bits {bits['target_page_bits']}, expected {PAGE_BITS}",
                           None, "configuration")
     parsed = Parsed(name, ram_size)
+    exact = values.subsections.get("configuration/aemu-ram-size")
+    if exact is not None:
+        parsed.config_ram_size = exact["ram_size"]
+        if exact["ram_size"] != ram_size:
+            raise StreamError(f"the stream has {exact['ram_size']} bytes of RAM, this VM "
+                              f"{ram_size}", 9, "configuration")
     caps = values.subsections.get("configuration/capabilities")
     if caps is not None:
         parsed.capabilities = list(caps["capabilities"])
@@ -434,8 +458,15 @@ def _read_ram_setup(r: Reader, parsed: Parsed) -> None:
     length = r.uint(8, "ram block length")
     if name != RAM_BLOCK:
         raise r.error(f"unknown ram block {name!r}")
-    if length != parsed.ram_size or total != page_up(length):
-        raise r.error(f"the stream has {length} bytes of RAM, this VM {parsed.ram_size}")
+    size = parsed.ram_size
+    # the block is whole pages; RAM that is not has its exact size in the
+    # configuration (checked there).  Streams of aemu before that had the exact
+    # size as the block length (and its pages rounded up as the total).
+    exact = parsed.config_ram_size if parsed.config_ram_size is not None else length
+    legacy = length == size and total == page_up(size) and size % PAGE_SIZE
+    if not legacy and (total != length or length != page_up(size) or exact != size):
+        raise r.error(f"the stream has {exact} bytes of RAM, this VM {size}")
+    parsed.block_length = length
     if "mapped-ram" in parsed.capabilities:
         _read_mapped_header(r, parsed)
     if r.uint(8, "ram end marker") != RAM_EOS:
@@ -451,7 +482,7 @@ def _read_mapped_header(r: Reader, parsed: Parsed) -> None:
     bitmap_offset = r.uint(8, "bitmap offset")
     pages_offset = r.uint(8, "pages offset")
     nbytes = bitmap_bytes(-(-parsed.ram_size // PAGE_SIZE))
-    end = pages_offset + parsed.ram_size
+    end = pages_offset + parsed.block_length
     if bitmap_offset < r.pos or bitmap_offset + nbytes > pages_offset or \
             pages_offset % PAGE_SIZE or end > r.end:
         raise r.error(f"mapped-ram offsets out of range (bitmap {bitmap_offset}, pages "
