@@ -240,6 +240,22 @@ int cr16_write(struct cr16_cpu *c, uint32_t addr, const void *src, uint32_t len)
     return 0;
 }
 
+/* Word-wise, stopping at the first non-zero word. */
+static int all_zero(const uint8_t *p, uint32_t n)
+{
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w)
+            return 0;
+    }
+    for (; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
 int cr16_zero(struct cr16_cpu *c, uint32_t addr, uint32_t len)
 {
     if (addr > c->ram_size || len > c->ram_size - addr)
@@ -248,16 +264,7 @@ int cr16_zero(struct cr16_cpu *c, uint32_t addr, uint32_t len)
         uint32_t in_page = CR16_PAGE_SIZE - (addr & (CR16_PAGE_SIZE - 1));
         uint32_t n = len < in_page ? len : in_page;
         uint8_t *p = c->ram + addr;
-        uint64_t acc = 0;
-        uint32_t i = 0;
-        for (; i + 8 <= n && !acc; i += 8) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            acc |= w;
-        }
-        for (; i < n && !acc; i++)
-            acc |= p[i];
-        if (acc) {              /* only pages that need it: zero RAM stays untouched */
+        if (!all_zero(p, n)) {  /* only pages that need it: zero RAM stays untouched */
             memset(p, 0, n);
             mark_range(c, addr, n);
         }
@@ -275,18 +282,8 @@ uint32_t cr16_scan_nonzero(const struct cr16_cpu *c, uint8_t *map)
         uint32_t len = c->ram_size - (p << CR16_PAGE_BITS);
         if (len > CR16_PAGE_SIZE)
             len = CR16_PAGE_SIZE;
-        /* word-wise, stopping at the first non-zero word */
-        uint64_t acc = 0;
-        uint32_t i = 0;
-        for (; i + 8 <= len && !acc; i += 8) {
-            uint64_t w;
-            memcpy(&w, page + i, 8);
-            acc |= w;
-        }
-        for (; i < len && !acc; i++)
-            acc |= page[i];
-        map[p] = acc != 0;
-        count += acc != 0;
+        map[p] = !all_zero(page, len);
+        count += map[p];
     }
     return count;
 }

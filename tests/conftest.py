@@ -1,6 +1,8 @@
-"""Shared test fixtures: where the firmware and the optional toolchain live."""
+"""Shared test fixtures: where the firmware and the optional toolchain live, and
+a runner for coroutines on both event loops."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -34,3 +36,25 @@ def toolchain_tool(name: str) -> str:
 @pytest.fixture
 def firmware_dir() -> Path:
     return FIRMWARE
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    """run(coro, timeout=60): run a coroutine to completion, bounded, on a fresh
+    event loop of each kind (the test runs once per loop)."""
+    if request.param == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            pytest.skip("uvloop is not installed")
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+
+    def runner(coro, timeout: float = 60.0):
+        async def bounded():
+            return await asyncio.wait_for(coro, timeout)
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(bounded())
+    runner.kind = request.param
+    return runner

@@ -27,23 +27,6 @@ T = 5.0                       # seconds for any single wait
 
 
 # -- helpers -------------------------------------------------------------------------
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """run(coro): run a coroutine to completion on a fresh loop of each kind."""
-    if request.param == "uvloop":
-        if uvloop is None:
-            pytest.skip("uvloop is not installed")
-        factory = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-
-    def runner(coro, timeout: float = 30.0):
-        async def bounded():
-            return await asyncio.wait_for(coro, timeout)
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(bounded())
-    runner.kind = request.param
-    return runner
 
 
 @pytest.fixture

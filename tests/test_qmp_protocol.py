@@ -416,23 +416,6 @@ def test_int_bounds() -> None:
 # =====================================================================================
 # A live VM socket
 # =====================================================================================
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """run(coro): run a coroutine to completion (bounded) on a fresh loop of each kind."""
-    if request.param == "uvloop":
-        if uvloop is None:
-            pytest.skip("uvloop is not installed")
-        factory = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-
-    def runner(coro, timeout: float = 60.0):
-        async def bounded():
-            return await asyncio.wait_for(coro, timeout)
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(bounded())
-    runner.kind = request.param
-    return runner
 
 
 class Live:
