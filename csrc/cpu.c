@@ -298,12 +298,12 @@ int cr16_clear_ram(struct cr16_cpu *c)
     return 0;
 }
 
-int cr16_map_ram_file(struct cr16_cpu *c, int fd, uint64_t offset)
+int cr16_map_ram_file(struct cr16_cpu *c, int fd, uint64_t offset, int populate)
 {
     if (offset & (CR16_PAGE_SIZE - 1))
         return -1;
     void *p = mmap(c->ram, ram_pages_len(c->ram_size), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_FIXED, fd, (off_t)offset);
+                   MAP_PRIVATE | MAP_FIXED | (populate ? MAP_POPULATE : 0), fd, (off_t)offset);
     if (p == MAP_FAILED) {
         cr16_clear_ram(c);      /* MAP_FIXED may have dropped the old mapping */
         return -1;

@@ -130,10 +130,11 @@ int cr16_zero(struct cr16_cpu *cpu, uint32_t addr, uint32_t len);
  * cr16_dirty_pages() bytes); returns the number of non-zero pages. */
 uint32_t cr16_scan_nonzero(const struct cr16_cpu *cpu, uint8_t *map);
 /* Map RAM copy-on-write onto a file from the page-aligned `offset` on: pages
- * are read from the file on first touch (a lazy snapshot load); holes read as
- * zero.  The file must not change afterwards.  Every page counts as written.
- * Returns 0, or -1 (then RAM is all zero). */
-int cr16_map_ram_file(struct cr16_cpu *cpu, int fd, uint64_t offset);
+ * are read from the file on first touch (a lazy snapshot load), or all at
+ * once with `populate` (an eager one); holes read as zero.  The file must not
+ * change afterwards.  Every page counts as written.  Returns 0, or -1 (then
+ * RAM is all zero). */
+int cr16_map_ram_file(struct cr16_cpu *cpu, int fd, uint64_t offset, int populate);
 /* Tell the core that the host changed RAM directly (through the buffer). */
 void cr16_invalidate(struct cr16_cpu *cpu, uint32_t addr, uint32_t len);
 

@@ -323,10 +323,11 @@ class Cpu:
         if lib.cr16_clear_ram(self._cpu) != 0:
             raise MemoryError("cannot remap guest RAM")
 
-    def map_ram_file(self, fd: int, offset: int) -> None:
+    def map_ram_file(self, fd: int, offset: int, *, populate: bool = False) -> None:
         """Back RAM copy-on-write by the file ``fd`` from ``offset`` (page
-        aligned): pages are read on first touch.  The file must not change."""
-        if lib.cr16_map_ram_file(self._cpu, fd, offset) != 0:
+        aligned): pages are read on first touch, or all now with ``populate``.
+        The file must not change afterwards."""
+        if lib.cr16_map_ram_file(self._cpu, fd, offset, 1 if populate else 0) != 0:
             raise OSError(f"cannot map guest RAM onto the file at offset {offset}")
 
     def invalidate(self, addr: int = 0, length: int | None = None) -> None:

@@ -108,17 +108,6 @@ class OpenSnapshot:
                     vm.cpu.write(start, piece)
         return len(pages)
 
-    def zero_absent(self, vm: "Machine") -> None:
-        """Zero the RAM pages this (full) file does not hold, touching only
-        those that are not zero already (RAM already in use is not refaulted)."""
-        size = vm.cpu.ram_size
-        npages = -(-size // PAGE_SIZE)
-        present = set(self.parsed.present_pages())
-        absent = [p for p in range(npages) if p not in present]
-        for first, count in page_runs(absent):
-            start = first * PAGE_SIZE
-            vm.cpu.zero(start, min(count * PAGE_SIZE, size - start))
-
     def close(self) -> None:
         m = getattr(self, "map", None)
         if m is not None:
@@ -148,11 +137,9 @@ def load_files(vm: "Machine", chain: Sequence["str | os.PathLike"], *,
         root, last = opened[0], opened[-1]
 
         def load_ram() -> None:
-            if lazy:
-                vm.cpu.map_ram_file(root.file.fd, root.parsed.pages_offset)
-            else:
-                root.zero_absent(vm)
-                root.copy_pages(vm)
+            # eager: the same mapping, every page read in now (the kernel maps
+            # the file's cached pages; a write copies just that page)
+            vm.cpu.map_ram_file(root.file.fd, root.parsed.pages_offset, populate=not lazy)
             for diff in opened[1:]:
                 diff.copy_pages(vm)
         return apply_parsed(vm, last.parsed, load_ram)
