@@ -17,6 +17,7 @@ import mmap
 import os
 from typing import Any, Optional
 
+from aemu.savevm.codec import Reader, StreamError
 from aemu.savevm.stream import (CONFIGURATION, END, EOF, FOOTER, FULL, MAGIC, PART,
                                 RAM_CONTINUE, RAM_EOS, RAM_FLAG_MASK, RAM_MEM_SIZE, RAM_PAGE,
                                 RAM_ZERO, START, SUBSECTION, VMDESC, bitmap_bytes)
@@ -26,41 +27,20 @@ _INT_TYPES = {f"{s}int{8 * n}": (n, s == "") for n in (1, 2, 4, 8) for s in ("u"
 BUFFER_SHOWN = 32           #: text output shows this many bytes of a buffer
 
 
-class InfoError(Exception):
+class InfoError(StreamError):
     """The file is not a stream this decoder can read (says where)."""
 
-    def __init__(self, message: str, offset: Optional[int] = None) -> None:
-        super().__init__(message if offset is None else f"{message} (byte {offset})")
-        self.offset = offset
 
+class _Cursor(Reader):
+    """codec's bounded reader, raising InfoError and handing out bytes."""
 
-class _Cursor:
-    __slots__ = ("data", "pos", "end")
+    __slots__ = ()
 
-    def __init__(self, data: Any, pos: int = 0, end: Optional[int] = None) -> None:
-        self.data, self.pos = data, pos
-        self.end = len(data) if end is None else end
+    def error(self, message: str, at: Optional[int] = None) -> InfoError:
+        return InfoError(message, self.pos if at is None else at)
 
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > self.end:
-            raise InfoError(f"truncated: {what} needs {n} bytes, {self.end - self.pos} left",
-                            self.pos)
-        out = bytes(self.data[self.pos:self.pos + n])
-        self.pos += n
-        return out
-
-    def uint(self, n: int, what: str) -> int:
-        return int.from_bytes(self.take(n, what), "big")
-
-    def u8(self, what: str) -> int:
-        return self.uint(1, what)
-
-    def peek(self) -> Optional[int]:
-        return self.data[self.pos] if self.pos < self.end else None
-
-    def cstr(self, what: str) -> str:
-        n = self.u8(f"{what} length")
-        return self.take(n, what).decode("ascii", "replace")
+    def take(self, n: int, what: str = "data") -> bytes:
+        return bytes(super().take(n, what))
 
 
 # -- the VM description ----------------------------------------------------------------------
