@@ -231,6 +231,22 @@ async def status(client: QMPClient) -> str:
     return (await execute(client, "query-status"))["status"]
 
 
+@contextlib.asynccontextmanager
+async def hosted_vm(host: Any, name: str, **create: Any):
+    """Clients of ``host``'s control socket and of a new VM ``name`` (made
+    with ``create_vm(**create)``); both disconnected afterwards."""
+    h = await connect(host.socket, "host")
+    vm = None
+    try:
+        await create_vm(h, name, **create)
+        vm = await connect(host.vm_socket(name), name)
+        yield h, vm
+    finally:
+        if vm is not None:
+            await disconnect(vm)
+        await disconnect(h)
+
+
 async def create_vm(host: QMPClient, name: str, firmware: str = IDLE, **args: Any) -> dict:
     request = {"name": name, "firmware": firmware, **{k.replace("_", "-"): v
                                                        for k, v in args.items()}}

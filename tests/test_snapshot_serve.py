@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from conftest import FIRMWARE
-from test_serve import (IDLE, NEUTRAL_CWD, T, Proc, aemu_cmd, base,  # noqa: F401
+from test_serve import (IDLE, NEUTRAL_CWD, T, Proc, aemu_cmd, base, hosted_vm,  # noqa: F401
                         connect, create_vm, disconnect, execute, execute_error, error_desc,
                         next_event, procs, run, serve, status)
 
@@ -102,11 +102,7 @@ def test_snapshot_jobs_and_twin_runs(serve):
     host = serve()
 
     async def main():
-        h = await connect(host.socket, "host")
-        a = None
-        try:
-            await create_vm(h, "a", args=["5", "1000"], paused=True, pace="fast")
-            a = await connect(host.vm_socket("a"), "a")
+        async with hosted_vm(host, "a", args=["5", "1000"], paused=True, pace="fast") as (h, a):
             assert await execute(a, "query-jobs") == []
             await run_to(a, C1)
             drain(a)
@@ -183,10 +179,6 @@ def test_snapshot_jobs_and_twin_runs(serve):
             assert await execute(a, "__org.aemu_snapshot-list") == []
             assert not os.path.exists(s1["file"])
             assert await job(a, "snapshot-delete", "del2", tag="s1") == FAILED_JOB
-        finally:
-            if a is not None:
-                await disconnect(a)
-            await disconnect(h)
 
     run(main(), timeout=120)
     assert host.stop() == 0
@@ -196,11 +188,7 @@ def test_diff_snapshots_delete_and_rebase(serve):
     host = serve()
 
     async def main():
-        h = await connect(host.socket, "host")
-        a = None
-        try:
-            await create_vm(h, "d", args=["5", "1000"], paused=True, pace="fast")
-            a = await connect(host.vm_socket("d"), "d")
+        async with hosted_vm(host, "d", args=["5", "1000"], paused=True, pace="fast") as (h, a):
             await run_to(a, C1)
             full = await execute(a, "__org.aemu_snapshot-save", {"tag": "base"})
             assert full["parent"] is None and full["pages"] > 0
@@ -250,10 +238,6 @@ def test_diff_snapshots_delete_and_rebase(serve):
             again = await execute(a, "__org.aemu_snapshot-save", {"tag": "other",
                                                                    "overwrite": True})
             assert again["vm-clock-ns"] == C4 * 10
-        finally:
-            if a is not None:
-                await disconnect(a)
-            await disconnect(h)
 
     run(main(), timeout=120)
     assert host.stop() == 0
@@ -310,12 +294,8 @@ def test_blocked_save(serve):
     fsroot.mkdir()
 
     async def main():
-        h = await connect(host.socket, "host")
-        f = None
-        try:
-            await create_vm(h, "f", firmware=FILEIO, paused=True, pace="fast",
-                            fs_root=str(fsroot))
-            f = await connect(host.vm_socket("f"), "f")
+        async with hosted_vm(host, "f", firmware=FILEIO, paused=True, pace="fast",
+                             fs_root=str(fsroot)) as (h, f):
             assert await execute(f, "__org.aemu_query-blockers") == {
                 "normal": [], "cpr-reboot": [], "cpr-transfer": []}
             assert await execute(f, "query-migrate") == {}
@@ -345,10 +325,6 @@ def test_blocked_save(serve):
                 "normal": [], "cpr-reboot": [], "cpr-transfer": []}
             saved = await execute(f, "__org.aemu_snapshot-save", {"tag": "done"})
             assert saved["status"] == "shutdown"
-        finally:
-            if f is not None:
-                await disconnect(f)
-            await disconnect(h)
 
     run(main(), timeout=60)
     assert host.stop() == 0
@@ -358,11 +334,7 @@ def test_hmp_savevm_loadvm_delvm_info_snapshots(serve):
     host = serve()
 
     async def main():
-        h = await connect(host.socket, "host")
-        v = None
-        try:
-            await create_vm(h, "m", args=["5", "1000"], paused=True, pace="fast")
-            v = await connect(host.vm_socket("m"), "m")
+        async with hosted_vm(host, "m", args=["5", "1000"], paused=True, pace="fast") as (h, v):
             assert await hmp(v, "info snapshots") == "There is no snapshot available.\r\n"
             await run_to(v, C1)
             assert await hmp(v, "savevm") == ""
@@ -401,10 +373,6 @@ def test_hmp_savevm_loadvm_delvm_info_snapshots(serve):
             assert await hmp(v, "savevm a b") == "Error: usage: savevm [tag]\r\n"
             assert (await hmp(v, "savevm ../x")).startswith("Error: invalid snapshot name")
             assert "savevm [tag]" in await hmp(v, "help")
-        finally:
-            if v is not None:
-                await disconnect(v)
-            await disconnect(h)
 
     run(main(), timeout=60)
     assert host.stop() == 0
