@@ -94,7 +94,8 @@ def globalstate_of(vm: "Machine") -> GlobalState:
 def save_vm(vm: "Machine") -> bytearray:
     """The VM's whole state as a QEVM stream, RAM inline.  Call between
     slices (from the event loop); the VM is not changed."""
-    return write_stream(vm.board.name, vm.cpu.ram, sections(vm), globalstate_of(vm))
+    return write_stream(vm.board.name, vm.cpu.ram, sections(vm), globalstate_of(vm),
+                        vm.cpu.nonzero_pages())
 
 
 def load_vm(vm: "Machine", data: "bytes | bytearray | memoryview") -> RunState:

@@ -181,14 +181,19 @@ class _Writer:
 
 
 def write_stream(machine_type: str, ram: "bytes | bytearray | memoryview",
-                 sections: Sequence[Section], globalstate: GlobalState) -> bytearray:
-    """The whole stream of a stopped VM, RAM inline (non-iterative: one pass)."""
+                 sections: Sequence[Section], globalstate: GlobalState,
+                 nonzero: Optional[Iterable[int]] = None) -> bytearray:
+    """The whole stream of a stopped VM, RAM inline (non-iterative: one pass).
+    ``nonzero``: the page numbers that may hold data (the core's scan), so
+    that the zero pages are not compared here again; default: all pages."""
     w = _Writer(machine_type, len(ram))
     ram_id = w.header(START, "ram", 0, RAM_VERSION)
     write_ram_setup(w.out, len(ram))
     w.footer(ram_id)
     w.reopen(END, ram_id)
-    write_ram_pages(w.out, ram, range(0, len(ram), PAGE_SIZE))
+    offsets = (range(0, len(ram), PAGE_SIZE) if nonzero is None
+               else [p * PAGE_SIZE for p in nonzero])
+    write_ram_pages(w.out, ram, offsets)
     w.footer(ram_id)
     w.finish(sections, globalstate)
     return w.out
