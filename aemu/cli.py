@@ -161,9 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", metavar="DIR",
                      help="where the snapshot store is (DIR/snapshots) for --loadvm and the "
                           "QMP snapshot commands (default: the serve host's default state dir)")
+    run.add_argument("--incoming", metavar="URI",
+                     help="wait for a live migration on URI (tcp:HOST:PORT, unix:PATH, "
+                          "fd:N, file:PATH[,offset=N]) and run the VM that arrives, as "
+                          "QEMU's -incoming; 'defer' waits for migrate-incoming over --qmp. "
+                          "PROGRAM and the board must match the source's")
+    run.add_argument("--migrate-set", metavar="KEY=VALUE", action="append", default=[],
+                     help="with --incoming: a migration capability (on/off) or parameter "
+                          "by QEMU's name, e.g. multifd=on, multifd-channels=4; repeatable")
     run.set_defaults(subparser=run)
     add_host_commands(sub)
     add_snapshot_commands(sub)
+    from aemu.cli_migrate import add_migrate_command
+    add_migrate_command(sub)
     run.add_argument("--svc", choices=("host", "guest"),
                      help="'excp svc' is a host call (the default board's setting) or a trap "
                           "into the guest's SVC handler")
@@ -204,6 +214,13 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--fs-root {opts.fs_root}: not a directory")
     if opts.paused and not opts.qmp:
         parser.error("--paused needs --qmp (something has to send cont)")
+    if opts.incoming is not None:
+        if opts.loadvm is not None:
+            parser.error("--incoming and --loadvm exclude each other")
+        if opts.incoming == "defer" and not opts.qmp:
+            parser.error("--incoming defer needs --qmp (migrate-incoming is sent there)")
+    if opts.migrate_set and opts.incoming is None:
+        parser.error("--migrate-set needs --incoming (for a source, use aemu migrate)")
     if opts.name is not None and not _NAME_RE.fullmatch(opts.name):
         parser.error(f"--name {opts.name!r}: use a letter followed by up to 63 letters, "
                      "digits, '.', '_' or '-'")
@@ -254,7 +271,9 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 if problem:
                     _error(problem)
                     return STATUS_LOAD_ERROR
-            if opts.qmp:
+            if opts.incoming is not None and not opts.qmp:
+                result = _run_incoming(board, program, opts, kw)
+            elif opts.qmp:
                 result = _run_with_qmp(board, program, opts, kw, vm_name)
                 if result is None:          # quit over QMP
                     return 0
@@ -268,6 +287,9 @@ def cmd_run(opts: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except SnapshotLoadError as exc:
             _error(f"--loadvm {opts.loadvm}: {exc}")
             return STATUS_LOAD_ERROR
+        except IncomingError as exc:
+            _error(f"--incoming {opts.incoming}: {exc}")
+            return 1
         except MachineError as exc:
             _error(str(exc))
             return 2
@@ -289,6 +311,46 @@ _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 
 class SnapshotLoadError(Exception):
     """--loadvm cannot be done (the message says why)."""
+
+
+class IncomingError(Exception):
+    """--incoming failed (the message says why)."""
+
+
+def _incoming_settings(opts: argparse.Namespace):
+    from aemu.cli_migrate import SetError, parse_settings
+
+    try:
+        return parse_settings(opts.migrate_set)
+    except SetError as exc:
+        raise IncomingError(str(exc)) from None
+
+
+def _run_incoming(board, program, opts: argparse.Namespace, kw: dict):
+    """``aemu run --incoming URI`` without QMP: wait for the VM, then run it
+    to the end (the migrated guest's result)."""
+    from aemu.hw.machine import Machine
+    from aemu.loop import run_with_loop
+    from aemu.migration import MigrationError, MigrationManager, OptionError, Status
+
+    caps, params = _incoming_settings(opts)
+
+    async def main():
+        async with Machine(board, program, start_paused=True, **kw) as vm:
+            mgr = MigrationManager(vm)
+            try:
+                mgr.options.set_capabilities(caps)
+                mgr.options.set_parameters(params)
+                job = await mgr.incoming(opts.incoming)
+            except (MigrationError, OptionError) as exc:
+                raise IncomingError(str(exc)) from None
+            _error(f"incoming migration on {job.address}")
+            await job.done.wait()
+            if job.status is not Status.COMPLETED:
+                raise IncomingError(job.error or job.status.value)
+            return await vm.run()
+
+    return run_with_loop(main(), opts.loop)
 
 
 def default_vm_name(program: "str | None") -> str:
@@ -375,8 +437,11 @@ def _run_with_qmp(board, program, opts: argparse.Namespace, kw: dict, vm_name: s
     from aemu.hw.machine import Machine
     from aemu.loop import run_with_loop
 
+    from aemu.host.vm import IncomingFailed
+
     spec = opts.qmp if opts.qmp.startswith(("unix:", "tcp:")) else f"unix:{opts.qmp}"
-    loading = opts.loadvm is not None
+    loading = opts.loadvm is not None or opts.incoming is not None
+    caps, params = _incoming_settings(opts) if opts.incoming else ([], {})
 
     async def main():
         machine = Machine(board, program, start_paused=opts.paused or loading, **kw)
@@ -385,9 +450,14 @@ def _run_with_qmp(board, program, opts: argparse.Namespace, kw: dict, vm_name: s
                                       announce=lambda where: _error(f"QMP on {where}"),
                                       snapshots=lambda: _open_store(opts, create=True),
                                       snapshot_name=vm_name, loadvm=opts.loadvm,
-                                      autostart=not opts.paused, name=opts.name)
+                                      autostart=not opts.paused, name=opts.name,
+                                      incoming=opts.incoming, incoming_settings=(caps, params),
+                                      announce_incoming=lambda where: _error(
+                                          f"incoming migration on {where}"))
         except SnapshotFailed as exc:
             raise SnapshotLoadError(str(exc)) from None
+        except IncomingFailed as exc:
+            raise IncomingError(str(exc)) from None
 
     return run_with_loop(main(), opts.loop)
 
@@ -705,6 +775,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(cmd_snapshot(opts, opts.subparser))
     if opts.command == "savevm-info":
         sys.exit(cmd_savevm_info(opts))
+    if opts.command == "migrate":
+        from aemu.cli_migrate import cmd_migrate
+        sys.exit(cmd_migrate(opts))
     parser.error(f"unknown command {opts.command}")
     return 2
 

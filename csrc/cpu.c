@@ -241,7 +241,7 @@ int cr16_write(struct cr16_cpu *c, uint32_t addr, const void *src, uint32_t len)
 }
 
 /* Word-wise, stopping at the first non-zero word. */
-static int all_zero(const uint8_t *p, uint32_t n)
+int cr16_all_zero(const uint8_t *p, uint32_t n)
 {
     uint32_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -264,7 +264,7 @@ int cr16_zero(struct cr16_cpu *c, uint32_t addr, uint32_t len)
         uint32_t in_page = CR16_PAGE_SIZE - (addr & (CR16_PAGE_SIZE - 1));
         uint32_t n = len < in_page ? len : in_page;
         uint8_t *p = c->ram + addr;
-        if (!all_zero(p, n)) {  /* only pages that need it: zero RAM stays untouched */
+        if (!cr16_all_zero(p, n)) {  /* only pages that need it: zero RAM stays untouched */
             memset(p, 0, n);
             mark_range(c, addr, n);
         }
@@ -282,7 +282,7 @@ uint32_t cr16_scan_nonzero(const struct cr16_cpu *c, uint8_t *map)
         uint32_t len = c->ram_size - (p << CR16_PAGE_BITS);
         if (len > CR16_PAGE_SIZE)
             len = CR16_PAGE_SIZE;
-        map[p] = !all_zero(page, len);
+        map[p] = !cr16_all_zero(page, len);
         count += map[p];
     }
     return count;

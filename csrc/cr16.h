@@ -42,6 +42,7 @@ enum {
 #define CR16_MAX_DIRTY_CONSUMERS 8
 #define CR16_MAX_MMIO 32
 #define CR16_MAX_SHADOW 8
+#define CR16_GATHER_MAX 1024     /* pages per cr16_ram_gather call */
 
 /* ---- API: everything below is also cffi's cdef (aemu/cpu/_build.py) ---- */
 
@@ -162,5 +163,48 @@ void cr16_unmap_mmio(struct cr16_cpu *cpu, uint32_t base);
 int cr16_mmio_shadow(struct cr16_cpu *cpu, uint32_t base, uint32_t offset, uint32_t size,
                      uint32_t before, uint32_t after, uint64_t at, int remove);
 void cr16_set_cycle_offset(struct cr16_cpu *cpu, uint64_t offset);
+
+/* Migration records (csrc/migrate.c; qemu-migration.md 2.5, 4.2).
+ * zero_mode of cr16_ram_pack: how a page of zeros goes out. */
+enum { CR16_ZERO_SEND = 0, CR16_ZERO_RECORD = 1, CR16_ZERO_SKIP = 2 };
+/* cr16_ram_unpack's *stop and *err. */
+enum { CR16_UNPACK_MORE = 0, CR16_UNPACK_EOS = 1, CR16_UNPACK_FLUSH = 2, CR16_UNPACK_ERROR = -1 };
+enum { CR16_UNPACK_EFLAGS = 1, CR16_UNPACK_EBLOCK = 2, CR16_UNPACK_ENONAME = 3,
+       CR16_UNPACK_ERANGE = 4, CR16_UNPACK_EFILL = 5 };
+/* Write PAGE (or ZERO, by zero_mode: SEND = as a normal page, RECORD = a
+ * ZERO record, SKIP = nothing, the receiver's RAM is zero) records for the
+ * pages p >= *pos with map[p] set, clearing map[p], until `out` has no room
+ * for another record; the block is named in the first record of a section
+ * (*named = 0), CONTINUE after.  Counts into *normal and *zero; returns the
+ * bytes written; *pos is where to go on.  `hashes`: see cr16_page_hash. */
+size_t cr16_ram_pack(struct cr16_cpu *cpu, uint8_t *map, uint32_t *pos, uint8_t *out, size_t cap,
+                     const uint8_t *block, uint32_t block_len, int *named, int zero_mode,
+                     uint32_t *normal, uint32_t *zero, uint64_t *hashes);
+/* Apply the complete records in buf[0, len) to RAM, checked: returns bytes
+ * consumed; *stop = MORE (the rest is an incomplete record), EOS or FLUSH
+ * (that record consumed), or ERROR (*err says why; the return value is where
+ * the bad record starts).  *named carries the CONTINUE state across calls. */
+long cr16_ram_unpack(struct cr16_cpu *cpu, const uint8_t *buf, size_t len, const uint8_t *block,
+                     uint32_t block_len, int *named, int *stop, uint32_t *pages, uint32_t *zeros,
+                     int *err, uint64_t *hashes);
+/* Take up to `max` (<= CR16_GATHER_MAX) pages with map[p] set from *pos on,
+ * clearing map[p]: be64 offsets of the normal pages, then of the zero pages
+ * (zero_detect; else every page is normal) into `offsets`, the normal pages'
+ * bytes into `data`.  Returns the normal count, *nzero the zero count. */
+uint32_t cr16_ram_gather(struct cr16_cpu *cpu, uint8_t *map, uint32_t *pos, uint32_t max,
+                         uint8_t *offsets, uint8_t *data, int zero_detect, uint32_t *nzero,
+                         uint64_t *hashes);
+/* Store a multifd packet's pages: `normal` pages from data, then `zeros`
+ * zeroed.  Every offset is checked first: 0, or -1 and RAM unchanged. */
+int cr16_ram_scatter(struct cr16_cpu *cpu, const uint8_t *offsets, uint32_t normal, uint32_t zeros,
+                     const uint8_t *data, uint64_t *hashes);
+/* The end-to-end check: every function above that sends or stores a page
+ * records its hash in hashes[page] (when hashes is not NULL); both sides
+ * start from cr16_hash_reset (every page zero), and after the last page the
+ * two digests must be equal, or some page arrived different from how it
+ * left.  (Pages the sender skipped as zero keep the zero hash on both.) */
+uint64_t cr16_page_hash(const uint8_t *page);
+void cr16_hash_reset(uint64_t *hashes, uint32_t n);
+uint64_t cr16_ram_digest(const uint64_t *hashes, uint32_t n);
 
 #endif

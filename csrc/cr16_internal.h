@@ -145,6 +145,8 @@ static inline void znl_materialize(struct cr16_cpu *c)
 }
 
 /* decode.c */
+/* 1 if the n bytes at p are all zero (cpu.c). */
+int cr16_all_zero(const uint8_t *p, uint32_t n);
 void cr16_decode(const uint8_t *ram, uint32_t ram_size, uint32_t pc, dinsn *d);
 
 /* cpu.c helpers used by the interpreter */

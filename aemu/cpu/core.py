@@ -342,6 +342,57 @@ class Cpu:
     def read_u32(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 4), "little")
 
+    # -- migration records (csrc/migrate.c) ------------------------------
+    def ram_pack(self, pages: bytearray, pos: int, out: bytearray, block: bytes, named: bool,
+                 zero_mode: int, hashes: "PageHashes | None" = None
+                 ) -> tuple[int, int, bool, int, int]:
+        """Records for the pages marked in ``pages`` (a byte per page, cleared
+        as they go) from ``pos`` on, into ``out`` until it is full.  Returns
+        (bytes written, next pos, named, normal pages, zero pages)."""
+        p_pos = ffi.new("uint32_t *", pos)
+        p_named = ffi.new("int *", 1 if named else 0)
+        counts = ffi.new("uint32_t[2]")
+        used = lib.cr16_ram_pack(self._cpu, ffi.from_buffer(pages), p_pos, ffi.from_buffer(out),
+                                 len(out), ffi.from_buffer(block), len(block), p_named, zero_mode,
+                                 counts, counts + 1, _hashes(hashes))
+        return used, p_pos[0], bool(p_named[0]), counts[0], counts[1]
+
+    def ram_unpack(self, buf: "bytes | bytearray | memoryview", block: bytes,
+                   named: bool, hashes: "PageHashes | None" = None
+                   ) -> tuple[int, int, int, bool, int, int]:
+        """Apply the complete records at the start of ``buf`` to RAM.  Returns
+        (bytes consumed, stop, err, named, pages, zero pages); stop and err
+        are lib.CR16_UNPACK_* (see cr16.h)."""
+        p_named = ffi.new("int *", 1 if named else 0)
+        out = ffi.new("int[2]")
+        counts = ffi.new("uint32_t[2]")
+        used = lib.cr16_ram_unpack(self._cpu, ffi.from_buffer(buf), len(buf),
+                                   ffi.from_buffer(block), len(block),
+                                   p_named, out, counts, counts + 1, out + 1, _hashes(hashes))
+        return used, out[0], out[1], bool(p_named[0]), counts[0], counts[1]
+
+    def ram_gather(self, pages: bytearray, pos: int, count: int, offsets: bytearray,
+                   data: bytearray, zero_detect: bool, hashes: "PageHashes | None" = None
+                   ) -> tuple[int, int, int]:
+        """Up to ``count`` marked pages for a multifd packet (see cr16.h).
+        Returns (normal pages, zero pages, next pos)."""
+        p_pos = ffi.new("uint32_t *", pos)
+        nzero = ffi.new("uint32_t *")
+        normal = lib.cr16_ram_gather(self._cpu, ffi.from_buffer(pages), p_pos, count,
+                                     ffi.from_buffer(offsets), ffi.from_buffer(data),
+                                     1 if zero_detect else 0, nzero, _hashes(hashes))
+        return normal, nzero[0], p_pos[0]
+
+    def ram_scatter(self, offsets: "bytes | memoryview", normal: int, zeros: int,
+                    data: "bytes | bytearray | memoryview",
+                    hashes: "PageHashes | None" = None) -> bool:
+        """Store a multifd packet's pages; False (RAM unchanged) if any offset
+        is outside RAM or misaligned."""
+        if len(offsets) < 8 * (normal + zeros) or len(data) < normal * 4096:
+            return False
+        return lib.cr16_ram_scatter(self._cpu, ffi.from_buffer(offsets), normal, zeros,
+                                    ffi.from_buffer(data), _hashes(hashes)) == 0
+
     # -- dirty tracking ----------------------------------------------------
     def dirty_consumer(self) -> "DirtyLog":
         """A new independent view of which 4 KiB pages were written."""
@@ -386,6 +437,27 @@ class Cpu:
     def unmap_mmio(self, base: int) -> None:
         lib.cr16_unmap_mmio(self._cpu, base)
         self._windows.pop(base, None)
+
+
+class PageHashes:
+    """The hash of every page as last sent or stored (the end-to-end check of
+    a migration: equal digests on both sides = equal RAM)."""
+
+    def __init__(self, npages: int) -> None:
+        self.npages = npages
+        self.table = ffi.new("uint64_t[]", max(npages, 1))
+        self.reset()
+
+    def reset(self) -> None:
+        """Every page zero."""
+        lib.cr16_hash_reset(self.table, self.npages)
+
+    def digest(self) -> int:
+        return int(lib.cr16_ram_digest(self.table, self.npages))
+
+
+def _hashes(h: "PageHashes | None") -> Any:
+    return h.table if h is not None else ffi.NULL
 
 
 class DirtyLog:

@@ -1,6 +1,7 @@
 """A subset of QEMU's human monitor, for ``human-monitor-command``: what
 scripts written for QEMU most often send (info status, info registers, x,
-stop/cont, system_reset, savevm/loadvm/delvm, info snapshots).  Output lines
+stop/cont, system_reset, savevm/loadvm/delvm, info snapshots, migrate
+and its settings).  Output lines
 end in CRLF, as QEMU's do."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from typing import Callable
 
 from aemu import __version__
+from aemu.host import hmp_migration
 from aemu.host.commands import CommandContext
 from aemu.host.protocol import QmpError
 
@@ -18,7 +20,8 @@ _X_FMT = re.compile(r"/([0-9]{0,6})([xdubc]?)([bhwg]?)$", re.ASCII)
 _SIZES = {"b": 1, "h": 2, "w": 4, "g": 8}
 HELP = {
     "help": "help|? -- this list",
-    "info": "info status|name|version|registers|snapshots -- show the VM's state",
+    "info": "info status|name|version|registers|snapshots|migrate|migrate_capabilities|"
+            "migrate_parameters -- show the VM's state",
     "stop": "stop -- pause the guest",
     "cont": "cont|c -- resume the guest",
     "system_reset": "system_reset -- reset the machine",
@@ -30,6 +33,7 @@ HELP = {
     "loadvm": "loadvm tag -- restore the VM from snapshot tag",
     "delvm": "delvm tag -- delete snapshot tag",
 }
+HELP.update(hmp_migration.HELP)
 
 
 def _lines(rows: list[str]) -> str:
@@ -59,6 +63,8 @@ def _info(ctx: CommandContext, args: list[str]) -> str:
         return _lines(rows)
     if what == "snapshots":
         return _info_snapshots(ctx)
+    if what in hmp_migration.INFO:
+        return hmp_migration.info(ctx, what)
     raise QmpError(f"info {what}: unknown (try: status, name, version, registers, snapshots)")
 
 
@@ -198,6 +204,8 @@ async def _run(ctx: CommandContext, line: str) -> str:
         return await _snapshot(ctx, name, args)
     if name in ("x", "xp"):
         return _examine(ctx, args)
+    if name in hmp_migration.HELP:
+        return await hmp_migration.run(ctx, name, args)
     if name in ("help", "?"):
         return _lines(list(HELP.values()))
     return f"unknown command: '{name}'\r\n"

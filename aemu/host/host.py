@@ -176,6 +176,14 @@ class Host:
                 if not os.path.isdir(config.fs_root):
                     raise PathError(f"fs-root {config.fs_root!r} is not a directory")
             config.uart = self._uart_spec(config)
+            if config.incoming not in (None, "defer"):
+                from aemu.transport.uri import UriError, parse_uri
+                try:
+                    uri = parse_uri(config.incoming)
+                except UriError as exc:
+                    raise PathError(f"incoming: {exc}") from None
+                if uri.kind in ("file", "unix"):
+                    conf.check(uri.path, f"incoming {uri.kind}", must_exist=False)
         except PathError as exc:
             raise HostError(str(exc)) from None
         return config
@@ -233,7 +241,8 @@ class Host:
                 machine = Machine(board, config.firmware or bundled_demo(), args=config.args,
                                   name=name, pace=config.pace, fs_root=config.fs_root,
                                   stdin=io.BytesIO(), stdout=log_file, stderr=log_file,
-                                  warn=warn, backends=backends, start_paused=config.paused)
+                                  warn=warn, backends=backends,
+                                  start_paused=config.paused or config.incoming is not None)
             except (LoadError, MachineError) as exc:
                 raise HostError(str(exc)) from None
             vm = HostedVm(config, machine, self.confinement, log_file,
@@ -242,6 +251,15 @@ class Host:
                 await vm.open(f"unix:{self.vms_dir / (name + '.qmp')}")
             except (BackendError, sockets.EndpointError, OSError) as exc:
                 raise HostError(f"VM {name}: {exc}") from None
+            if config.incoming is not None:
+                from aemu.host.vm import start_incoming
+                from aemu.migration import MigrationError
+                machine.autostart = not config.paused
+                try:
+                    await start_incoming(vm, config.incoming)
+                except MigrationError as exc:
+                    await vm.close(reason=None)
+                    raise HostError(f"VM {name}: incoming: {exc}") from None
             log_file = None            # the VM owns it now
             self.vms[name] = vm
             # a host holds many long-lived VMs of ~1000 objects each: keep them

@@ -46,6 +46,12 @@ class QmpSession(asyncio.Protocol):
         self._busy = False
         self._reading_paused = False
         self.closed = False
+        #: descriptors that arrived with the client's bytes (SCM_RIGHTS), oldest first
+        self.fds: collections.deque[int] = collections.deque()
+
+    def take_fd(self) -> int | None:
+        """The oldest descriptor the client sent and no command took yet (getfd)."""
+        return self.fds.popleft() if self.fds else None
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -20,8 +20,7 @@ aemu's own, which reply when the work is done (simpler for scripts):
     __org.aemu_snapshot-delete {tag, rebase?}               -> {"rebased": [names]}
     __org.aemu_query-blockers                               -> {"normal": [...], ...}
 
-and ``query-migrate``, which says only ``blocked-reasons`` (aemu does not
-migrate yet).
+(query-migrate is with the migration commands, aemu/host/migration_commands.py.)
 """
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ from aemu.host.commands import CommandContext
 from aemu.host.protocol import QmpError
 from aemu.host.snapshots import SnapshotFailed, auto_tag, info_json
 from aemu.host.vm_commands import vm
-from aemu.savevm.blocker import Mode
 
 
 def _no_devices(devices: Optional[list[str]]) -> None:
@@ -151,14 +149,6 @@ async def aemu_snapshot_delete(ctx: CommandContext, tag: str, rebase: bool = Fal
 def aemu_query_blockers(ctx: CommandContext) -> dict:
     """What blocks saving or migrating this VM now, per migration mode."""
     return ctx.target.snapshots.blocked()
-
-
-@vm.command("query-migrate")
-def query_migrate(ctx: CommandContext) -> dict:
-    """QEMU's MigrationInfo; aemu has no migration yet, so only
-    ``blocked-reasons`` (present when something blocks a migration)."""
-    reasons = ctx.target.snapshots.blockers.reasons(Mode.NORMAL)
-    return {"blocked-reasons": reasons} if reasons else {}
 
 
 __all__ = ["vm"]

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 from aemu.host.jobs import Jobs
 from aemu.host.paths import Confinement
 from aemu.host.server import QmpServer
-from aemu.host.snapshot_commands import vm as vm_commands
+from aemu.host.migration_commands import vm as vm_commands
 from aemu.host.snapshots import StoreSource, VmSnapshots
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class VmConfig:
     paused: bool = False
     uart: Optional[str] = None              # back-end spec for uart0
     fs_root: Optional[str] = None
+    incoming: Optional[str] = None          # a migration URI, or "defer"
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"firmware": self.firmware or "(demo)", "pace": self.pace}
@@ -66,6 +67,11 @@ class HostedVm:
         self.server = QmpServer(vm_commands, self)
         self.jobs = Jobs(lambda name, data: self.server.broadcast(name, data))
         self.snapshots = VmSnapshots(snapshot_name or self.name, machine, snapshots)
+        from aemu.migration import MigrationManager
+        self.migration = MigrationManager(machine, blockers=self.snapshots.blockers)
+        #: migrate-incoming's exit-on-error (aemu run --incoming ends on a failure)
+        self.exit_on_error = True
+        self.incoming_deferred = False
         self.qmp_address = ""
         self._log_file = log_file
         self._on_quit = on_quit
@@ -106,6 +112,7 @@ class HostedVm:
         await self.jobs.wait_all()        # a snapshot being written finishes first
         if reason is not None:
             self.server.broadcast("SHUTDOWN", {"guest": False, "reason": reason})
+        self.migration.close()
         await self._close_machine()
         self.snapshots.forget()
         await self.server.close()
@@ -126,9 +133,13 @@ class HostedVm:
 
     def info(self) -> dict[str, Any]:
         state = self.machine.state
-        return {"name": self.name, "status": state.value, "running": state.value == "running",
-                "qmp": self.qmp_address, "ram-size": self.machine.cpu.ram_size,
-                **self.config.describe()}
+        out = {"name": self.name, "status": state.value, "running": state.value == "running",
+               "qmp": self.qmp_address, "ram-size": self.machine.cpu.ram_size,
+               **self.config.describe()}
+        job = self.migration.current
+        if job is not None and getattr(job, "address", None) is not None:
+            out["incoming"] = str(job.address)
+        return out
 
 
 def open_log(path: Path) -> io.BufferedWriter:
@@ -141,14 +152,19 @@ async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
                        announce: Callable[[str], None] = lambda where: None, *,
                        snapshots: StoreSource = None, snapshot_name: Optional[str] = None,
                        loadvm: Optional[str] = None, autostart: bool = True,
-                       name: Optional[str] = None) -> Any:
+                       name: Optional[str] = None, incoming: Optional[str] = None,
+                       incoming_settings: tuple = ([], {}),
+                       announce_incoming: Callable[[str], None] = lambda where: None) -> Any:
     """``aemu run --qmp``: one VM with a QMP socket, as one QEMU process.  Ends
     when the guest ends (its result), or on ``quit`` or SIGTERM (None; the
     clients get SHUTDOWN with host-qmp-quit or host-signal, as from QEMU).
     ``snapshots``/``snapshot_name``: the snapshot store and the VM's name in
     it; ``loadvm``: load that snapshot first (the machine must have been
     built paused), then run unless ``autostart`` is false (QEMU's -loadvm, -S).
-    ``name``: what query-name says (default: the machine's name)."""
+    ``name``: what query-name says (default: the machine's name).
+    ``incoming``: wait for a migration on that URI first ("defer": until
+    migrate-incoming), as QEMU's -incoming; a failed one ends the run with
+    IncomingFailed unless migrate-incoming said exit-on-error false."""
     from aemu.hw.machine import ENDED
     from aemu.loop import RunState
 
@@ -163,6 +179,25 @@ async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
             raise
         if autostart:
             machine.resume()
+    failure: list[str] = []
+    if incoming is not None:
+        from aemu.migration import MigrationError, Status
+        from aemu.migration.incoming import Incoming
+
+        def on_finished(job: Any) -> None:
+            if isinstance(job, Incoming) and job.status is Status.FAILED and vm.exit_on_error:
+                failure.append(job.error or "failed")
+                vm.quit_requested.set()
+        vm.migration.on_finished.append(on_finished)
+        machine.autostart = autostart
+        try:
+            caps, params = incoming_settings
+            vm.migration.options.set_capabilities(caps)
+            vm.migration.options.set_parameters(params)
+            await start_incoming(vm, incoming, announce_incoming)
+        except (MigrationError, ValueError) as exc:
+            await vm.close(reason=None)
+            raise IncomingFailed(str(exc)) from None
     announce(vm.qmp_address)
     reason = "host-qmp-quit"
 
@@ -197,5 +232,23 @@ async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
         ended.cancel()
         quit_.cancel()
         quitting = vm.quit_requested.is_set()
-        await vm.close(reason=reason if quitting else None)
+        await vm.close(reason=reason if quitting and not failure else None)
+    if failure:
+        raise IncomingFailed(failure[0])
     return None if quitting else machine.result
+
+
+class IncomingFailed(Exception):
+    """An incoming migration failed (aemu run --incoming ends with it)."""
+
+
+async def start_incoming(vm: HostedVm, uri: str,
+                         announce: Callable[[str], None] = lambda where: None) -> None:
+    """Put a hosted VM into inmigrate: listening on ``uri`` now, or waiting for
+    migrate-incoming ("defer")."""
+    if uri == "defer":
+        vm.machine.await_migration()
+        vm.incoming_deferred = True
+        return
+    job = await vm.migration.incoming(uri)
+    announce(str(job.address))

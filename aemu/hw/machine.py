@@ -195,6 +195,9 @@ class Machine:
         self._wall_start = 0.0
         self._wall_ns_at_start = 0
         self._run_wall = 0.0
+        self._throttle = 0
+        #: an incoming migration starts the guest when it has arrived
+        self.autostart = not start_paused
 
     # -- building ------------------------------------------------------------
     def _map(self, device: Device) -> None:
@@ -345,7 +348,10 @@ class Machine:
             if self.held_state in (RunState.PAUSED, RunState.PRELAUNCH):
                 self.held_state = RunState.RUNNING
             return
-        if self.state in (RunState.PAUSED, RunState.PRELAUNCH):
+        if self.state is RunState.INMIGRATE:     # QEMU: cont = start once it arrived
+            self.autostart = True
+            return
+        if self.state in (RunState.PAUSED, RunState.PRELAUNCH, RunState.POSTMIGRATE):
             self._mark_wall()
             self._set_state(RunState.RUNNING, "RESUME")
 
@@ -355,8 +361,9 @@ class Machine:
         other stays silent.  ``release()`` (after a save, or a failed load)
         or ``state_replaced()`` (after a load) ends it.  Returns the state
         the machine was in (what a snapshot taken now records)."""
-        if state not in (RunState.SAVE_VM, RunState.RESTORE_VM):
-            raise ValueError(f"hold() is for save-vm and restore-vm, not {state.value}")
+        if state not in (RunState.SAVE_VM, RunState.RESTORE_VM, RunState.FINISH_MIGRATE):
+            raise ValueError(f"hold() is for save-vm, restore-vm and finish-migrate, "
+                             f"not {state.value}")
         if self.held_state is not None:
             raise MachineError(f"{self.name}: a snapshot is being saved or loaded already")
         before = self.state
@@ -373,6 +380,31 @@ class Machine:
         if target is RunState.RUNNING:
             self._mark_wall()
         self._set_state(target, "RESUME" if target.is_live else None)
+
+    def migrated_away(self) -> None:
+        """The end of a hold(FINISH_MIGRATE) that succeeded: the destination
+        runs the guest now; this one stays stopped (postmigrate)."""
+        self.held_state = None
+        self._set_state(RunState.POSTMIGRATE)
+
+    def await_migration(self) -> None:
+        """Wait for an incoming migration (inmigrate): the guest does not run
+        until a stream replaced its state (``state_replaced``)."""
+        if self.state.is_live:
+            self._set_state(RunState.INMIGRATE, "STOP")
+        else:
+            self._set_state(RunState.INMIGRATE)
+
+    @property
+    def throttle(self) -> int:
+        """auto-converge's CPU throttle, 0-99 %: the slice loop idles that
+        share of wall time (virtual time is not affected)."""
+        return self._throttle
+
+    @throttle.setter
+    def throttle(self, pct: int) -> None:
+        self._throttle = max(0, min(int(pct), 99))
+        self._mark_wall()     # real-time pacing must not try to catch up afterwards
 
     def system_reset(self, *, guest: bool = True, reason: str = "guest-reset") -> None:
         """Reset the board now: CPU, devices, program image (a RESET event with
@@ -545,6 +577,8 @@ class Machine:
             self._set_state(RunState.PAUSED, "STOP")
             return
         budget = self.slice_insns
+        if self._throttle:              # auto-converge: shorter slices, idle between
+            budget = max(budget * (100 - self._throttle) // 100, 1000)
         nxt = self.timers.next_cycle()
         if nxt is not None:
             budget = min(budget, max(nxt - now, 1))
@@ -561,7 +595,8 @@ class Machine:
         self._slice_end = now + budget
         t0 = time.perf_counter()
         why, _ = self.tracer.run(budget) if self.tracer else cpu.run(budget)
-        self._run_wall += time.perf_counter() - t0
+        spent = time.perf_counter() - t0
+        self._run_wall += spent
         self._slice_end = 0
         if why == Exit.SYSCALL:
             self._syscall()
@@ -570,6 +605,9 @@ class Machine:
             return
         elif why == Exit.FAULT or why == Exit.BREAKPOINT:
             self._fault(why)
+            return
+        if self._throttle:
+            await asyncio.sleep(spent * self._throttle / (100 - self._throttle))
             return
         await self._pace()
 

@@ -15,6 +15,9 @@ class RunState(str, enum.Enum):
     PRELAUNCH = "prelaunch"          # reset after it ended: ready, waiting for cont
     SAVE_VM = "save-vm"              # stopped while a snapshot is written
     RESTORE_VM = "restore-vm"        # stopped while a snapshot is loaded
+    INMIGRATE = "inmigrate"          # waiting for an incoming migration
+    FINISH_MIGRATE = "finish-migrate"  # stopped for a migration's switch-over
+    POSTMIGRATE = "postmigrate"      # migrated away: the destination runs it now
 
     @property
     def is_live(self) -> bool:

@@ -34,19 +34,30 @@ class StreamError(Exception):
         self.section = section
 
 
-class Reader:
-    """Bounded big-endian reads over a buffer; every error names the offset."""
+class Truncated(StreamError):
+    """The data ended inside a record: an error for a whole stream, "wait for
+    more" for one that is still arriving (Reader(partial=True))."""
 
-    __slots__ = ("data", "pos", "end", "section")
+
+class Reader:
+    """Bounded big-endian reads over a buffer; every error names the offset.
+    ``partial``: more data may follow the buffer (a stream being received),
+    so even peeking at its end raises Truncated."""
+
+    __slots__ = ("data", "pos", "end", "section", "partial")
 
     def __init__(self, data: "bytes | bytearray | memoryview", pos: int = 0,
-                 end: int | None = None, section: str | None = None) -> None:
+                 end: int | None = None, section: str | None = None, *,
+                 partial: bool = False) -> None:
         self.data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         self.pos = pos
         self.end = len(data) if end is None else end
         self.section = section
+        self.partial = partial
 
     def error(self, message: str, at: int | None = None) -> StreamError:
+        if message.startswith("truncated"):
+            return Truncated(message, self.pos if at is None else at, self.section)
         return StreamError(message, self.pos if at is None else at, self.section)
 
     def remaining(self) -> int:
@@ -70,7 +81,11 @@ class Reader:
         return b
 
     def peek(self) -> int | None:
-        return self.data[self.pos] if self.pos < self.end else None
+        if self.pos < self.end:
+            return self.data[self.pos]
+        if self.partial:
+            raise self.error("truncated: the stream goes on")
+        return None
 
     def cstr(self, what: str = "name") -> str:
         n = self.u8(f"{what} length")

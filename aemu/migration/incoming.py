@@ -1,0 +1,472 @@
+"""The destination side of a migration: the VM waits in ``inmigrate``, a
+stream arrives on a socket, an fd or a file, and is loaded as it comes.
+
+RAM pages go into guest RAM as they arrive (C checks and stores whole
+batches of records); device sections are decoded as they arrive but applied
+only after EOF, when everything -- every section present, the RAM check
+digest equal -- was good.  Then, with a return path, the destination answers
+SHUT 0 and waits for the source to close the connection before it starts
+the guest: a source that was cancelled at the last moment resets the
+connection instead, and the guest here stays stopped -- so the VM never runs
+in two places.  (Without a return path the guest starts at EOF, as QEMU's.)
+
+A broken or hostile stream fails the incoming migration with a clear error;
+the source, told by SHUT 1 or the broken connection, resumes its VM.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from aemu.cpu.core import PageHashes
+from aemu.loop import RunState
+from aemu.migration.multifd import MultifdReceiver
+from aemu.migration.options import Options
+from aemu.migration.outgoing import RAM_CHECK_VMSD, RP_TIMEOUT, RamCheck
+from aemu.migration.status import PAGE_SIZE, Stats, Status, now_ms
+from aemu.migration.wire import (CMD_NAMES, CMD_OPEN_RETURN_PATH, CMD_PING, INIT_SIZE,
+                                 MULTIFD_MAGIC, RP_PONG, RP_SHUT, parse_multifd_init,
+                                 rp_message)
+from aemu.savevm.codec import Reader, StreamError, Truncated, check_version, decode
+from aemu.savevm.machine import apply_sections, sections
+from aemu.savevm.stream import (COMMAND, CONFIG_VMSD, CONFIGURATION, END, EOF, FOOTER, FULL,
+                                GLOBALSTATE_VMSD, MAGIC, PAGE_BITS, PART, RAM_BLOCK,
+                                RAM_VERSION, START, VERSION, VMDESC, GlobalState, Parsed,
+                                Section, _Config, _read_ram_setup)
+from aemu.transport.channel import Channel, ChannelError, SocketChannel
+from aemu.transport.uri import (Listener, MigrationUri, channel_for_fd, open_incoming_file,
+                                resolve_fd)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aemu.hw.machine import Machine
+    from aemu.migration.manager import MigrationManager
+
+BLOCK = RAM_BLOCK.encode()
+MAX_VMDESC = 16 << 20
+CONNECT_TIMEOUT = 60.0       #: multifd channels must all be there by the first FLUSH
+
+
+class Incoming:
+    """One incoming migration: ``start`` listens (or opens the file / fd),
+    ``done`` is set when it completed or failed."""
+
+    def __init__(self, mgr: "MigrationManager", uri: MigrationUri,
+                 fds: dict[str, int]) -> None:
+        self.mgr = mgr
+        self.vm: "Machine" = mgr.vm
+        self.opts: Options = mgr.options
+        self.uri = uri
+        self.fds = fds
+        self.stats = Stats()
+        self.status = Status.NONE
+        self.error: Optional[str] = None
+        self.address: Optional[MigrationUri] = None
+        self.listener: Optional[Listener] = None
+        self.main: Optional[Channel] = None
+        self.multifd: Optional[MultifdReceiver] = None
+        self.hashes = PageHashes(-(-self.vm.cpu.ram_size // PAGE_SIZE))
+        self.task: Optional[asyncio.Task] = None
+        self.done = asyncio.Event()
+        self._extra: list[Channel] = []
+
+    def _set(self, status: Status) -> None:
+        if status is not self.status:
+            self.status = status
+            self.mgr.emit_status(status)
+
+    # -- starting ------------------------------------------------------------------
+    async def start(self) -> MigrationUri:
+        """Begin waiting for the stream; returns the address (tcp port 0 ->
+        the port chosen)."""
+        self.vm.await_migration()
+        self._set(Status.SETUP)
+        loop = asyncio.get_running_loop()
+        if self.uri.is_socket:
+            self.listener = Listener(self.uri, self._on_channel)
+            self.address = await self.listener.start()
+        else:
+            if self.uri.kind == "file":
+                ch: Channel = await open_incoming_file(self.uri)
+            else:
+                fd = resolve_fd(self.uri, self.fds)
+                ch = await channel_for_fd(os.dup(fd), f"fd:{self.uri.fd_name}", writing=False)
+            self.address = self.uri
+            self.task = loop.create_task(self._run(ch))
+        return self.address
+
+    async def _on_channel(self, ch: SocketChannel) -> None:
+        """A connection: the main stream (QEVM) or a multifd channel."""
+        try:
+            await asyncio.wait_for(ch.fill(4), CONNECT_TIMEOUT)
+        except (asyncio.TimeoutError, ChannelError):
+            ch.abort()
+            return
+        magic = int.from_bytes(ch.buf[:4], "big")
+        if magic == MAGIC and self.main is None and self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run(ch))
+            return
+        if magic == MULTIFD_MAGIC and self.opts.cap("multifd") and self.status in (
+                Status.SETUP, Status.ACTIVE):
+            try:
+                await asyncio.wait_for(ch.fill(INIT_SIZE), CONNECT_TIMEOUT)
+                _, cid = parse_multifd_init(bytes(ch.buf[:INIT_SIZE]))
+            except (asyncio.TimeoutError, ChannelError, StreamError):
+                ch.abort()
+                return
+            ch.consume(INIT_SIZE)
+            self._receiver().add(ch, cid)
+            return
+        ch.abort()       # a second main stream, or not a migration at all
+
+    def _receiver(self) -> MultifdReceiver:
+        if self.multifd is None:
+            self.multifd = MultifdReceiver(self.vm.cpu, self.opts["multifd-channels"],
+                                           compression=self.opts["multifd-compression"],
+                                           hashes=self.hashes)
+        return self.multifd
+
+    def cancel(self) -> None:
+        if self.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+            return
+        self._set(Status.CANCELLING)
+        if self.task is not None:
+            self.task.cancel()
+        else:
+            self._finish(Status.CANCELLED)
+
+    def _finish(self, status: Status, error: Optional[str] = None) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.multifd is not None:
+            self.multifd.close()
+        if error is not None:
+            self.error = error
+        self.stats.end_ms = now_ms()
+        self._set(status)
+        self.done.set()
+        self.mgr.finished(self)
+
+    # -- the load ------------------------------------------------------------------
+    async def _run(self, ch: Channel) -> None:
+        self.main = ch
+        if self.listener is not None:      # multifd channels still connect to it
+            pass
+        try:
+            start_guest = await self._load(ch)
+        except asyncio.CancelledError:
+            ch.abort()
+            self._finish(Status.CANCELLED, "cancelled")
+            return
+        except Exception as exc:          # noqa: BLE001 - reported; the source resumes
+            message = str(exc) or type(exc).__name__
+            self._reply(ch, 1)
+            ch.close()
+            self._finish(Status.FAILED, message)
+            return
+        self.stats.transferred = self._received()
+        self._finish(Status.COMPLETED)
+        if start_guest:
+            self.vm.resume()
+
+    def _received(self) -> int:
+        n = self.main.received if self.main is not None else 0
+        return n + (self.multifd.bytes if self.multifd is not None else 0)
+
+    def _reply(self, ch: Channel, code: int) -> None:
+        if getattr(self, "_return_path", False):
+            try:
+                ch.write(rp_message(RP_SHUT, struct.pack(">I", code)))
+            except ChannelError:
+                pass
+
+    async def _decode(self, ch: Channel, what: Callable[[Reader], Any]) -> Any:
+        """Run a decoder over the buffered bytes, waiting for more while it
+        runs out; consume what it read."""
+        # over a copy of the front of the buffer: a view would pin the
+        # bytearray (no resizing while it is exported), and the whole buffer
+        # may hold megabytes of pages behind a section header
+        window = 1 << 16
+        while True:
+            r = Reader(bytes(ch.buf[:window]), partial=True)
+            try:
+                out = what(r)
+            except Truncated:
+                if len(ch.buf) > window:
+                    window *= 4
+                else:
+                    await ch.fill_some()
+                continue
+            ch.consume(r.pos)
+            self._offset += r.pos
+            return out
+
+    async def _load(self, ch: Channel) -> bool:
+        vm, stats = self.vm, self.stats
+        cpu = vm.cpu
+        self._offset = 0
+        self._return_path = False
+        by_key = {(s.idstr, s.instance_id): s for s in sections(vm)}
+        by_key[("globalstate", 0)] = Section("globalstate", 0, GLOBALSTATE_VMSD, GlobalState())
+        check = RamCheck()
+        by_key[("aemu-ram-check", 0)] = Section("aemu-ram-check", 0, RAM_CHECK_VMSD, check)
+        parsed = Parsed(vm.board.name, cpu.ram_size)
+        self._set(Status.ACTIVE)
+
+        def header(r: Reader) -> None:
+            magic = r.uint(4)
+            if magic != MAGIC:
+                raise StreamError(f"not a migration stream: magic {magic:#010x}", 0)
+            version = r.uint(4)
+            if version != VERSION:
+                raise StreamError(f"stream version {version} is not supported", 4)
+            if r.u8("configuration marker") != CONFIGURATION:
+                raise StreamError("the configuration section is missing", 8)
+            r.section = "configuration"
+            values = decode(CONFIG_VMSD, _Config(), r, CONFIG_VMSD.version)
+            name = values["name"].decode("ascii", "replace")
+            if name != vm.board.name:
+                raise StreamError(f"the stream is for board {name!r}, this VM is "
+                                  f"{vm.board.name!r}", 9, "configuration")
+            bits = values.subsections.get("configuration/target-page-bits")
+            if bits is not None and bits["target_page_bits"] != PAGE_BITS:
+                raise StreamError(f"target page bits {bits['target_page_bits']}", None,
+                                  "configuration")
+            exact = values.subsections.get("configuration/aemu-ram-size")
+            if exact is not None:
+                parsed.config_ram_size = exact["ram_size"]
+                if exact["ram_size"] != cpu.ram_size:
+                    raise StreamError(f"the stream has {exact['ram_size']} bytes of RAM, "
+                                      f"this VM {cpu.ram_size}", 9, "configuration")
+            caps = values.subsections.get("configuration/capabilities")
+            parsed.capabilities = list(caps["capabilities"]) if caps else []
+
+        await self._decode(ch, header)
+        if "mapped-ram" in parsed.capabilities:
+            return await self._load_mapped(ch)
+        values_of: list[tuple[Section, Any]] = []
+        seen: set[tuple[str, int]] = set()
+        ram_sid: Optional[int] = None
+        ram_done = False
+        while True:
+            await ch.fill(1)
+            at = self._offset
+            kind = ch.buf[0]
+            if kind == EOF:
+                ch.consume(1)
+                self._offset += 1
+                break
+            if kind == COMMAND:
+                cmd, payload = await self._decode(ch, _command)
+                if cmd == CMD_OPEN_RETURN_PATH:
+                    if not isinstance(ch, SocketChannel):
+                        raise StreamError("the stream asks for a return path on a file", at)
+                    self._return_path = True
+                elif cmd == CMD_PING:
+                    if len(payload) != 4:
+                        raise StreamError("PING with a bad length", at)
+                    if self._return_path:
+                        ch.write(rp_message(RP_PONG, payload))
+                else:
+                    raise StreamError(f"stream command {CMD_NAMES.get(cmd, cmd)} is not "
+                                      "supported by aemu", at)
+                continue
+            if kind in (START, FULL):
+                sid, idstr, instance, version = await self._decode(ch, _section_header)
+                key = (idstr, instance)
+                if key in seen:
+                    raise StreamError(f"section {idstr!r} instance {instance} sent twice", at)
+                seen.add(key)
+                if key == ("ram", 0):
+                    if kind != START or version != RAM_VERSION:
+                        raise StreamError(f"ram section must be START version {RAM_VERSION}",
+                                          at, "ram")
+
+                    def ram_setup(r: Reader) -> None:
+                        r.section = "ram"
+                        _read_ram_setup(r, parsed)
+                        _footer(r, sid)
+                    await self._decode(ch, ram_setup)
+                    # everything arrives anew: RAM starts as zero pages
+                    cpu.clear_ram()
+                    self.hashes.reset()
+                    ram_sid = sid
+                    continue
+                sec = by_key.get(key)
+                if sec is None:
+                    raise StreamError(f"unknown section {idstr!r} instance {instance}", at)
+                if kind != FULL:
+                    raise StreamError(f"section {idstr!r} is not iterative", at)
+
+                def device(r: Reader, sec: Section = sec, version: int = version,
+                           sid: int = sid) -> Any:
+                    r.section = sec.idstr
+                    check_version(sec.vmsd, version, r, 0)
+                    values = decode(sec.vmsd, sec.obj, r, version)
+                    _footer(r, sid)
+                    return values
+                values = await self._decode(ch, device)
+                if idstr == "globalstate":
+                    gs = GlobalState()
+                    gs.buf = values["buf"]
+                    parsed.globalstate = gs
+                elif idstr == "aemu-ram-check":
+                    check.digest = values["digest"]
+                else:
+                    values_of.append((sec, values))
+                continue
+            if kind in (PART, END):
+                def part_header(r: Reader) -> int:
+                    r.u8()
+                    return r.uint(4, "section id")
+                sid = await self._decode(ch, part_header)
+                if sid != ram_sid or ram_done:
+                    raise StreamError(f"{'PART' if kind == PART else 'END'} for section id "
+                                      f"{sid}, which was not started", at)
+                await self._ram_records(ch)
+                await self._decode(ch, lambda r, sid=sid: _footer(r, sid))
+                if kind == END:
+                    ram_done = True
+                stats.transferred = self._received()
+                continue
+            raise StreamError(f"unknown section type {kind:#04x}", at)
+        # the description after EOF (read, checked as JSON, not needed)
+        await self._read_vmdesc(ch)
+        if ram_sid is None or not ram_done:
+            raise StreamError("the stream has no complete ram section")
+        missing = [k for k in by_key if k not in seen
+                   and k[0] not in ("globalstate", "aemu-ram-check")]
+        if missing:
+            raise StreamError("sections missing from the stream: " +
+                              ", ".join(f"{i}/{n}" for i, n in missing))
+        if ("aemu-ram-check", 0) in seen and check.digest != self.hashes.digest():
+            raise StreamError("the RAM check failed: pages arrived different from how they "
+                              "were sent (a corrupted stream)", None, "aemu-ram-check")
+        saved = parsed.globalstate.runstate if parsed.globalstate else "paused"
+        try:
+            state = RunState(saved)
+        except ValueError:
+            raise StreamError(f"unknown run state {saved!r}", None, "globalstate") from None
+        # all good: the devices, the clock, the run state
+        vm.timers.clear()
+        cpu.set_irq(0)
+        apply_sections(vm, values_of)
+        vm.state_replaced(state if state not in (RunState.RUNNING,) else RunState.PAUSED)
+        stats.end_ms = now_ms()
+        if self._return_path:
+            self._reply(ch, 0)
+            await self._commit(ch)
+        else:
+            ch.close()
+        return state is RunState.RUNNING and vm.autostart
+
+    async def _commit(self, ch: Channel) -> None:
+        """After SHUT 0: the source closes the connection when it has taken
+        the verdict (then the guest may start here); a reset means it was
+        cancelled or failed, and resumed its own copy."""
+        try:
+            await asyncio.wait_for(ch.fill(len(ch.buf) + 1), RP_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ChannelError("the source did not confirm the switch-over; the VM stays "
+                               "stopped here (the source may still run it)") from None
+        except ChannelError:
+            error = getattr(ch, "_error", None)
+            if error is not None:
+                raise ChannelError("the source dropped the connection after the load "
+                                   "(cancelled?); the VM stays stopped here") from None
+            return
+        raise StreamError("bytes after the end of the stream")
+
+    async def _ram_records(self, ch: Channel) -> None:
+        """Page records up to EOS, stored by C as they arrive."""
+        cpu = self.vm.cpu
+        stats = self.stats
+        named = False
+        while True:
+            used, stop, err, named, pages, zeros = cpu.ram_unpack(ch.buf, BLOCK, named,
+                                                                  self.hashes)
+            if used:
+                ch.consume(used)
+                self._offset += used
+            stats.normal += pages
+            stats.duplicate += zeros
+            if stop == 1:                   # EOS
+                return
+            if stop == 2:                   # MULTIFD_FLUSH
+                if self.multifd is None:
+                    if not self.opts.cap("multifd"):
+                        raise StreamError("a multifd flush, but multifd is off here (set the "
+                                          "multifd capability on both sides)", self._offset,
+                                          "ram")
+                    self._receiver()
+                assert self.multifd is not None
+                await asyncio.wait_for(self.multifd.sync(), CONNECT_TIMEOUT)
+                continue
+            if stop == -1:
+                raise StreamError(_UNPACK_ERRORS.get(err, f"bad ram record ({err})"),
+                                  self._offset, "ram")
+            await ch.fill_some()
+
+    async def _read_vmdesc(self, ch: Channel) -> None:
+        try:
+            await ch.fill(1)
+        except ChannelError:
+            return                           # no description: fine
+        if ch.buf[0] != VMDESC:
+            raise StreamError("unexpected bytes after the end of the stream", self._offset)
+        await ch.fill(5)
+        n = int.from_bytes(ch.buf[1:5], "big")
+        if n > MAX_VMDESC:
+            raise StreamError(f"the VM description is {n} bytes long", self._offset)
+        await ch.fill(5 + n)
+        try:
+            json.loads(bytes(ch.buf[5:5 + n]))
+        except (ValueError, RecursionError):
+            raise StreamError("the VM description is not JSON", self._offset) from None
+        ch.consume(5 + n)
+        self._offset += 5 + n
+
+    async def _load_mapped(self, ch: Channel) -> bool:
+        """A mapped-ram file: loaded as a snapshot file (pages mapped lazily)."""
+        from aemu.savevm.snapfile import load_files
+        if self.uri.kind != "file" or self.uri.offset:
+            raise StreamError("a mapped-ram stream is loaded from file:PATH (offset 0)")
+        ch.close()
+        state = load_files(self.vm, [self.uri.path], lazy=True)
+        return state is RunState.RUNNING and self.vm.autostart
+
+
+_UNPACK_ERRORS = {
+    1: "unsupported ram record flags",
+    2: "unknown ram block",
+    3: "a ram record continues a block that was never named",
+    4: "a ram page outside RAM (or bytes past its end)",
+    5: "a zero-page record with a non-zero fill",
+}
+
+
+def _command(r: Reader) -> tuple[int, bytes]:
+    r.u8()
+    cmd = r.uint(2, "command")
+    n = r.uint(2, "command length")
+    return cmd, bytes(r.take(n, "command payload"))
+
+
+def _section_header(r: Reader) -> tuple[int, str, int, int]:
+    r.u8()
+    sid = r.uint(4, "section id")
+    idstr = r.cstr("section name")
+    instance = r.uint(4, "instance id")
+    version = r.uint(4, "section version")
+    return sid, idstr, instance, version
+
+
+def _footer(r: Reader, sid: int) -> None:
+    at = r.pos
+    if r.u8("section footer") != FOOTER:
+        raise r.error("missing section footer", at)
+    got = r.uint(4, "footer section id")
+    if got != sid:
+        raise r.error(f"section footer has id {got}, expected {sid}", at)

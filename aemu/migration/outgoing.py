@@ -1,0 +1,511 @@
+"""The source side of a live migration: precopy (qemu-migration.md §5.1).
+
+    setup     header, configuration, [OPEN_RETURN_PATH, PING], ram START
+              (block list); dirty logging on; every page pending
+    active    passes: the pending pages go out (PART sections, or multifd
+              packets), rate-limited in 100 ms windows; after each pass the
+              core's dirty log gives the next pass (MIGRATION_PASS).  When the
+              pages left fit bandwidth x downtime-limit: switch over
+    device    the VM stops (finish-migrate); the last dirty pages (END), the
+              RAM check, every device section, globalstate, EOF, description;
+              with a return path, wait for the destination's SHUT
+    completed the source goes to postmigrate -- only now
+
+If anything fails before the destination said the load was good, the
+source VM goes back to the state it had (running, paused ...) with its RAM
+and devices untouched: the migration only ever read them.
+"""
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+import uuid as uuidlib
+from typing import TYPE_CHECKING, Any, Optional
+
+from aemu.cpu.core import PageHashes
+from aemu.loop import RunState
+from aemu.migration.multifd import MultifdSender
+from aemu.migration.options import Options
+from aemu.migration.status import PAGE_SIZE, Stats, Status, now_ms
+from aemu.migration.wire import (CMD_OPEN_RETURN_PATH, CMD_PING, RAM_MULTIFD_FLUSH, RP_NAMES,
+                                 RP_PONG, RP_SHUT, command)
+from aemu.savevm.blocker import Mode
+from aemu.savevm.machine import globalstate_of, sections
+from aemu.savevm.stream import (END, PART, RAM_BLOCK, RAM_EOS, RAM_VERSION, START, Section,
+                                _Writer, write_ram_setup)
+from aemu.transport.channel import Channel
+from aemu.transport.uri import MigrationUri, connect
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aemu.hw.machine import Machine
+    from aemu.migration.manager import MigrationManager
+
+BLOCK = RAM_BLOCK.encode()
+CHUNK = 1 << 20               #: bytes of page records per PART section
+WINDOW_MS = 100.0             #: QEMU's BUFFER_DELAY: the rate limit's window
+RP_TIMEOUT = 30.0             #: seconds to wait for the destination's verdict
+ZERO_SEND, ZERO_RECORD, ZERO_SKIP = 0, 1, 2
+
+
+class MigrationError(Exception):
+    """Why a migration failed (query-migrate's error-desc)."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Outgoing:
+    """One outgoing migration; ``run`` is its task."""
+
+    def __init__(self, mgr: "MigrationManager", uri: MigrationUri,
+                 fds: dict[str, int]) -> None:
+        self.mgr = mgr
+        self.vm: "Machine" = mgr.vm
+        self.opts: Options = mgr.options
+        self.uri = uri
+        self.fds = fds
+        self.stats = Stats()
+        self.status = Status.NONE
+        self.error: Optional[str] = None
+        self.main: Optional[Channel] = None
+        self.multifd: Optional[MultifdSender] = None
+        self.hashes: Optional[PageHashes] = None
+        self._rp_task: Optional[asyncio.Task] = None
+        self._shut: Optional[asyncio.Future] = None
+        self._continue = asyncio.Event()
+        self._cancel_requested = False
+        self._stopped_vm = False
+        self._window_start = now_ms()
+        self._window_bytes = 0
+        self._throttle_hits = 0
+        self.task: Optional[asyncio.Task] = None
+        self.done = asyncio.Event()
+
+    # -- state ---------------------------------------------------------------------
+    def _set(self, status: Status) -> None:
+        if status is self.status:
+            return
+        self.status = status
+        self.mgr.emit_status(status)
+
+    def _sent(self) -> int:
+        n = self.main.sent if self.main is not None else 0
+        if self.multifd is not None:
+            n += self.multifd.bytes
+        return n
+
+    def cancel(self) -> None:
+        """migrate-cancel: stop wherever it is; the source VM carries on."""
+        if self.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+            return
+        self._cancel_requested = True
+        self._set(Status.CANCELLING)
+        self._continue.set()
+        if self.main is not None:
+            self.main.abort()
+        if self.multifd is not None:
+            self.multifd.abort()
+        if self.task is not None:
+            self.task.cancel()
+
+    def continue_(self, state: str) -> None:
+        """migrate-continue from pre-switchover."""
+        if self.status is not Status.PRE_SWITCHOVER or state != "pre-switchover":
+            raise MigrationError(f"Migration not in expected state: {self.status.value}")
+        self._continue.set()
+
+    # -- the task ------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._migrate()
+        except (asyncio.CancelledError, Cancelled):
+            self._abort_channels()
+            self._resume_vm()
+            self.stats.end_ms = now_ms()
+            # a broken return path cancels the task too, but that is a failure
+            self._set(Status.FAILED if self.error and not self._cancel_requested
+                      else Status.CANCELLED)
+        except Exception as exc:                  # noqa: BLE001 - reported, VM kept
+            self.error = _describe(exc)
+            self._abort_channels()
+            self._resume_vm()
+            self.stats.end_ms = now_ms()
+            self._set(Status.FAILED)
+        finally:
+            if self._rp_task is not None:
+                self._rp_task.cancel()
+            if self.vm.throttle:
+                self.vm.throttle = 0
+            self.done.set()
+            self.mgr.finished(self)
+
+    def _abort_channels(self) -> None:
+        if self.multifd is not None:
+            self.multifd.abort()
+        if self.main is not None:
+            self.main.abort()
+
+    def _resume_vm(self) -> None:
+        if self._stopped_vm and self.vm.held_state is not None:
+            self.vm.release()
+        self._stopped_vm = False
+
+    def _check_cancel(self) -> None:
+        if self._cancel_requested:
+            raise Cancelled()
+
+    async def _migrate(self) -> None:
+        vm, opts, stats = self.vm, self.opts, self.stats
+        self._set(Status.SETUP)
+        reasons = self.mgr.blockers.reasons(Mode.NORMAL)
+        if reasons:
+            raise MigrationError("disallowing migration: " + "; ".join(reasons))
+        if vm.state.needs_reset or vm.held_state is not None:
+            raise MigrationError(f"the VM cannot be migrated while it is {vm.state.value}")
+        multifd = opts.cap("multifd")
+        if multifd and not self.uri.is_socket:
+            raise MigrationError("multifd needs a tcp: or unix: URI")
+        if opts.cap("mapped-ram"):
+            if self.uri.kind != "file":
+                raise MigrationError("mapped-ram needs a file: URI")
+            await self._migrate_mapped()
+            return
+        return_path = opts.cap("return-path")
+        if return_path and not self.uri.is_socket and self.uri.kind != "fd":
+            raise MigrationError("return-path needs a socket (tcp:, unix: or a socket fd:)")
+
+        self.main = await connect(self.uri, fds=self.fds)
+        self._check_cancel()
+        cpu = vm.cpu
+        npages = -(-cpu.ram_size // PAGE_SIZE)
+        stats.total_pages = npages
+        self.hashes = PageHashes(npages)
+        zero_policy = opts["zero-page-detection"]
+        if multifd:
+            uuid = uuidlib.uuid4().bytes
+            chans = []
+            try:
+                for _ in range(opts["multifd-channels"]):
+                    chans.append(await connect(self.uri, fds=self.fds, label="multifd"))
+            except BaseException:
+                for ch in chans:
+                    ch.abort()
+                raise
+            self.multifd = MultifdSender(cpu, chans, compression=opts["multifd-compression"],
+                                         level=opts["multifd-zstd-level"],
+                                         zero_detect=zero_policy != "none", hashes=self.hashes)
+            self.multifd.start(uuid)
+
+        w = _Writer(vm.board.name, cpu.ram_size)
+        if return_path:
+            w.out += command(CMD_OPEN_RETURN_PATH)
+            w.out += command(CMD_PING, struct.pack(">I", 1))
+        self._ram_id = w.header(START, "ram", 0, RAM_VERSION)
+        write_ram_setup(w.out, cpu.ram_size)
+        w.footer(self._ram_id)
+        self.writer = w
+        await self._flush_writer()
+        if return_path:
+            self._shut = asyncio.get_running_loop().create_future()
+            self._rp_task = asyncio.get_running_loop().create_task(self._return_path())
+
+        # the first pass: every page; the destination's RAM is zero at START,
+        # so zero pages need not travel at all (unless detection is off)
+        log = cpu.dirty_consumer()
+        try:
+            log.clear()
+            pending = bytearray(b"\1") * npages
+            stats.dirty_sync_count = 1
+            stats.setup_ms = now_ms() - stats.start_ms
+            self._set(Status.ACTIVE)
+            zero_mode = ZERO_SEND if zero_policy == "none" else ZERO_SKIP
+            last_sync = time.monotonic()
+            while True:
+                t0 = time.monotonic()
+                sent0 = self._sent()
+                await self._send_pages(pending, zero_mode)
+                zero_mode = ZERO_SEND if zero_policy == "none" else ZERO_RECORD
+                if multifd:
+                    await self._multifd_flush()
+                # the next pass: what the guest wrote meanwhile
+                pending = bytearray(log.sync())
+                log.clear()
+                now = time.monotonic()
+                dirty = npages - pending.count(0)
+                stats.dirty_sync_count += 1
+                period = max(now - last_sync, 1e-6)
+                last_sync = now
+                stats.dirty_pages_rate = int(dirty / period)
+                elapsed = max(now - t0, 1e-6)
+                pass_bytes = self._sent() - sent0
+                bandwidth = pass_bytes / elapsed                 # bytes/s
+                stats.mbps = bandwidth * 8 / 1e6
+                stats.pages_per_second = int((stats.normal + stats.duplicate) / max(
+                    (now_ms() - stats.start_ms) / 1000, 1e-6))
+                stats.remaining_pages = dirty
+                stats.precopy_bytes = self._sent()
+                stats.transferred = self._sent()
+                if opts.cap("events"):
+                    self.mgr.emit("MIGRATION_PASS", {"pass": stats.dirty_sync_count})
+                if opts["avail-switchover-bandwidth"]:
+                    bandwidth = opts["avail-switchover-bandwidth"]
+                threshold = bandwidth * opts["downtime-limit"] / 1000.0
+                stats.expected_downtime_ms = dirty * PAGE_SIZE / max(bandwidth, 1.0) * 1000
+                if dirty * PAGE_SIZE <= threshold:
+                    break
+                if opts.cap("auto-converge"):
+                    self._auto_converge(dirty * PAGE_SIZE, pass_bytes)
+                self._check_cancel()
+            await self._complete(log, pending)
+        finally:
+            log.close()
+
+    async def _migrate_mapped(self) -> None:
+        """file: with mapped-ram: every page at its fixed offset (qemu-migration.md
+        §3), written once with the VM stopped -- a file needs no precopy
+        passes, the pages it holds are simply the last ones.  The file is
+        written under a temporary name and renamed, so a failed migration
+        leaves no half file behind."""
+        from aemu.savevm.snapfile import save_file
+
+        if self.uri.offset:
+            raise MigrationError("mapped-ram files start at offset 0 in aemu")
+        vm, stats = self.vm, self.stats
+        stats.total_pages = -(-vm.cpu.ram_size // PAGE_SIZE)
+        stats.setup_ms = now_ms() - stats.start_ms
+        self._set(Status.ACTIVE)
+        stats.downtime_start_ms = now_ms()
+        vm.hold(RunState.FINISH_MIGRATE)
+        self._stopped_vm = True
+        self._set(Status.DEVICE)
+        saved = await save_file(vm, self.uri.path, sync=False)
+        self._check_cancel()
+        end = now_ms()
+        stats.downtime_ms = end - stats.downtime_start_ms
+        stats.end_ms = end
+        stats.normal = saved.pages
+        stats.duplicate = stats.total_pages - saved.pages
+        stats.transferred = stats.downtime_bytes = saved.bytes_written
+        self._stopped_vm = False
+        vm.migrated_away()
+        self._set(Status.COMPLETED)
+
+    # -- sending pages -------------------------------------------------------------
+    async def _send_pages(self, pending: bytearray, zero_mode: int) -> None:
+        """Every page marked in ``pending`` (cleared as sent)."""
+        cpu, stats = self.vm.cpu, self.stats
+        pos = 0
+        npages = len(pending)
+        if self.multifd is not None:
+            while pos < npages:
+                pos, normal, zeros = await self.multifd.send(pending, pos)
+                stats.normal += normal
+                stats.duplicate += zeros
+                stats.multifd_bytes = self.multifd.bytes
+                await self._rate_limit(normal * PAGE_SIZE)
+                self._check_cancel()
+            return
+        w, main = self.writer, self.main
+        assert main is not None
+        buf = bytearray(CHUNK)
+        while pos < npages:
+            used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, buf, BLOCK, False,
+                                                       zero_mode, self.hashes)
+            stats.normal += normal
+            stats.duplicate += zeros
+            if not used:
+                continue
+            w.reopen(PART, self._ram_id)
+            w.out += memoryview(buf)[:used]
+            w.out += RAM_EOS.to_bytes(8, "big")
+            w.footer(self._ram_id)
+            await self._flush_writer()
+            await self._rate_limit(used)
+            self._check_cancel()
+
+    async def _flush_writer(self) -> None:
+        assert self.main is not None
+        if self.writer.out:
+            self.main.write(self.writer.out)
+            self.writer.out = bytearray()
+        await self.main.drain()
+        self.stats.transferred = self._sent()
+
+    async def _multifd_flush(self) -> None:
+        """SYNC on every channel, FLUSH in the main stream (a PART section)."""
+        assert self.multifd is not None
+        await self.multifd.sync()
+        w = self.writer
+        w.reopen(PART, self._ram_id)
+        w.out += RAM_MULTIFD_FLUSH.to_bytes(8, "big")
+        w.out += RAM_EOS.to_bytes(8, "big")
+        w.footer(self._ram_id)
+        await self._flush_writer()
+
+    async def _rate_limit(self, nbytes: int) -> None:
+        """max-bandwidth bytes/s in 100 ms windows (0: no limit); always lets
+        the guest and the event loop have a turn."""
+        limit = self.opts["max-bandwidth"]
+        self._window_bytes += nbytes
+        now = now_ms()
+        if now - self._window_start >= WINDOW_MS:
+            self._window_start, self._window_bytes = now, nbytes
+        if limit and self._window_bytes >= limit * WINDOW_MS / 1000.0:
+            wait = self._window_start + WINDOW_MS - now
+            if wait > 0:
+                await asyncio.sleep(wait / 1000.0)
+            self._window_start, self._window_bytes = now_ms(), 0
+        else:
+            await asyncio.sleep(0)
+
+    def _auto_converge(self, dirtied: int, transferred: int) -> None:
+        """QEMU's rule: the guest dirtied more than throttle-trigger-threshold %
+        of what went out, twice in a row -> throttle harder."""
+        opts, vm = self.opts, self.vm
+        if dirtied * 100 <= transferred * opts["throttle-trigger-threshold"]:
+            self._throttle_hits = 0
+            return
+        self._throttle_hits += 1
+        if self._throttle_hits < 2:
+            return
+        self._throttle_hits = 0
+        if not vm.throttle:
+            pct = opts["cpu-throttle-initial"]
+        else:
+            pct = vm.throttle + opts["cpu-throttle-increment"]
+        vm.throttle = min(pct, opts["max-cpu-throttle"])
+        self.stats.throttle = vm.throttle
+
+    # -- switch-over ---------------------------------------------------------------
+    async def _complete(self, log: Any, pending: bytearray) -> None:
+        vm, opts, stats = self.vm, self.opts, self.stats
+        if opts.cap("pause-before-switchover"):
+            vm.hold(RunState.FINISH_MIGRATE)
+            self._stopped_vm = True
+            self._set(Status.PRE_SWITCHOVER)
+            await self._continue.wait()
+            self._check_cancel()
+            self._set(Status.DEVICE)
+            stats.downtime_start_ms = now_ms()
+        else:
+            stats.downtime_start_ms = now_ms()
+            vm.hold(RunState.FINISH_MIGRATE)
+            self._stopped_vm = True
+            self._set(Status.DEVICE)
+        precopy = self._sent()
+        # the last pages: what is still pending, and what the guest wrote since
+        last = log.sync()
+        merged = int.from_bytes(pending, "little") | int.from_bytes(last, "little")
+        pending = bytearray(merged.to_bytes(len(pending), "little"))
+        log.clear()
+        zero_mode = ZERO_SEND if opts["zero-page-detection"] == "none" else ZERO_RECORD
+        w = self.writer
+        if self.multifd is not None:
+            await self._send_pages(pending, zero_mode)
+            await self._multifd_flush()
+            w.reopen(END, self._ram_id)
+            w.out += RAM_EOS.to_bytes(8, "big")
+            w.footer(self._ram_id)
+        else:
+            cpu = vm.cpu
+            buf = bytearray(CHUNK)
+            pos, first = 0, True
+            while first or pos < len(pending):
+                used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, buf, BLOCK, False,
+                                                           zero_mode, self.hashes)
+                stats.normal += normal
+                stats.duplicate += zeros
+                w.reopen(END if pos >= len(pending) else PART, self._ram_id)
+                w.out += memoryview(buf)[:used]
+                w.out += RAM_EOS.to_bytes(8, "big")
+                w.footer(self._ram_id)
+                first = False
+        assert self.hashes is not None
+        check = RamCheck(self.hashes.digest())
+        w.finish([*sections(vm), Section("aemu-ram-check", 0, RAM_CHECK_VMSD, check)],
+                 globalstate_of(vm))
+        await self._flush_writer()
+        if self.multifd is not None:
+            await self.multifd.finish()
+        self._check_cancel()
+        if self._shut is not None:
+            try:
+                code = await asyncio.wait_for(asyncio.shield(self._shut), RP_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise MigrationError(f"the destination did not answer in {RP_TIMEOUT:g} s "
+                                     "after the device state") from None
+            if code != 0:
+                raise MigrationError(f"the destination failed to load the state (SHUT {code})")
+            self.main.close()          # type: ignore[union-attr]   the destination starts now
+        else:
+            assert self.main is not None
+            await self.main.flush()
+            self.main.close()
+            if hasattr(self.main, "wait_closed"):
+                await asyncio.wait_for(self.main.wait_closed(), RP_TIMEOUT)  # type: ignore[attr-defined]
+        end = now_ms()
+        stats.downtime_ms = end - stats.downtime_start_ms
+        stats.end_ms = end
+        stats.transferred = self._sent()
+        stats.downtime_bytes = stats.transferred - precopy
+        stats.remaining_pages = 0
+        self._stopped_vm = False
+        if self.multifd is not None:
+            self.multifd.close()
+        vm.migrated_away()
+        self._set(Status.COMPLETED)
+
+    async def _return_path(self) -> None:
+        """Read the destination's messages: PONG, and SHUT with the verdict."""
+        ch = self.main
+        assert ch is not None and self._shut is not None
+        try:
+            while True:
+                head = await ch.read(4)
+                kind, length = struct.unpack(">HH", head)
+                payload = await ch.read(length) if length else b""
+                if kind == RP_PONG:
+                    continue
+                if kind == RP_SHUT:
+                    if length != 4:
+                        raise MigrationError("return path: SHUT with a bad length")
+                    code = struct.unpack(">I", payload)[0]
+                    if not self._shut.done():
+                        self._shut.set_result(code)
+                    return
+                raise MigrationError(f"return path: unexpected message "
+                                     f"{RP_NAMES.get(kind, kind)}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:                 # noqa: BLE001
+            if not self._shut.done():
+                self._shut.set_exception(
+                    MigrationError(f"the return path broke: {_describe(exc)}"))
+            if self.task is not None and self.status is not Status.COMPLETED:
+                # a broken return path ends the migration at once (the VM resumes)
+                self.error = f"the return path broke: {_describe(exc)}"
+                self.task.cancel(msg="return-path")
+
+
+class RamCheck:
+    """aemu's end-to-end RAM check: the digest of every page's hash as the
+    source last sent it (aemu/cpu/core.py PageHashes)."""
+
+    def __init__(self, digest: int = 0) -> None:
+        self.digest = digest
+
+
+def _ram_check_vmsd() -> Any:
+    from aemu.savevm.vmstate import Priority, VMStateDescription, u64
+    return VMStateDescription("aemu-ram-check", version=1, minimum_version=1,
+                              priority=Priority.LOW, fields=[u64("digest")])
+
+
+RAM_CHECK_VMSD = _ram_check_vmsd()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
