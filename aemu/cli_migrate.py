@@ -196,7 +196,9 @@ async def _watch(client: Any, opts: argparse.Namespace) -> dict:
     if not opts.json:
         from tqdm import tqdm
         bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                   desc="migrate", dynamic_ncols=True)
+                   desc="migrate", dynamic_ncols=True,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} of RAM "
+                              "[{elapsed}, {postfix}]")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + opts.timeout if opts.timeout else None
     cancelled = False
@@ -208,7 +210,9 @@ async def _watch(client: Any, opts: argparse.Namespace) -> dict:
             if bar is not None and ram:
                 if bar.total != ram["total"]:
                     bar.total = ram["total"]
-                bar.n = min(ram["transferred"], ram["total"])
+                # progress of the first pass: pages handled (sent or zero)
+                done = (ram["normal"] + ram["duplicate"]) * ram["page-size"]
+                bar.n = min(done, ram["total"])
                 bar.set_postfix_str(f"{status}, pass {ram['dirty-sync-count']}, "
                                     f"{_fmt_bytes(ram['remaining'])} left", refresh=False)
                 bar.refresh()

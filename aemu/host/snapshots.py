@@ -63,6 +63,13 @@ class VmSnapshots:
         self.store: Optional[SnapshotStore] = store if isinstance(store, SnapshotStore) else None
         self.blockers = blockers if blockers is not None else machine_blockers(machine)
         self._lock = asyncio.Lock()
+        #: why no snapshot may be saved or loaded now (a migration runs), or None
+        self.busy: Callable[[], Optional[str]] = lambda: None
+
+    def _check_busy(self) -> None:
+        why = self.busy()
+        if why:
+            raise SnapshotFailed(why)
 
     def _store(self) -> SnapshotStore:
         if self.store is None:
@@ -89,6 +96,7 @@ class VmSnapshots:
 
     async def save(self, tag: str, *, parent: Optional[str] = None,
                    overwrite: bool = False) -> SnapshotInfo:
+        self._check_busy()
         store = self._store()
         machine = self.machine
         async with self._lock:
@@ -109,6 +117,7 @@ class VmSnapshots:
 
     async def load(self, tag: str, *, lazy: bool = True) -> RunState:
         """Load a snapshot; returns the run state the VM is in afterwards."""
+        self._check_busy()
         store = self._store()
         machine = self.machine
         async with self._lock:

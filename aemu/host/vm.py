@@ -69,6 +69,8 @@ class HostedVm:
         self.snapshots = VmSnapshots(snapshot_name or self.name, machine, snapshots)
         from aemu.migration import MigrationManager
         self.migration = MigrationManager(machine, blockers=self.snapshots.blockers)
+        self.snapshots.busy = lambda: ("a migration of this VM is in progress; try again "
+                                       "when it is done" if self.migration.busy else None)
         #: migrate-incoming's exit-on-error (aemu run --incoming ends on a failure)
         self.exit_on_error = True
         self.incoming_deferred = False

@@ -16,6 +16,7 @@ the source, told by SHUT 1 or the broken connection, resumes its VM.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import struct
@@ -25,12 +26,12 @@ from aemu.cpu.core import PageHashes
 from aemu.loop import RunState
 from aemu.migration.multifd import MultifdReceiver
 from aemu.migration.options import Options
-from aemu.migration.outgoing import RAM_CHECK_VMSD, RP_TIMEOUT, RamCheck
+from aemu.migration.outgoing import RAM_CHECK_VMSD, RP_TIMEOUT, SPIN, RamCheck
 from aemu.migration.status import PAGE_SIZE, Stats, Status, now_ms
 from aemu.migration.wire import (CMD_NAMES, CMD_OPEN_RETURN_PATH, CMD_PING, INIT_SIZE,
                                  MULTIFD_MAGIC, RP_PONG, RP_SHUT, parse_multifd_init,
                                  rp_message)
-from aemu.savevm.codec import Reader, StreamError, Truncated, check_version, decode
+from aemu.savevm.codec import Reader, StreamError, Truncated, check_version, decode, encode
 from aemu.savevm.machine import apply_sections, sections
 from aemu.savevm.stream import (COMMAND, CONFIG_VMSD, CONFIGURATION, END, EOF, FOOTER, FULL,
                                 GLOBALSTATE_VMSD, MAGIC, PAGE_BITS, PART, RAM_BLOCK,
@@ -68,6 +69,7 @@ class Incoming:
         self.main: Optional[Channel] = None
         self.multifd: Optional[MultifdReceiver] = None
         self.hashes = PageHashes(-(-self.vm.cpu.ram_size // PAGE_SIZE))
+        self.stats.total_pages = self.hashes.npages
         self.task: Optional[asyncio.Task] = None
         self.done = asyncio.Event()
         self._extra: list[Channel] = []
@@ -78,10 +80,26 @@ class Incoming:
             self.mgr.emit_status(status)
 
     # -- starting ------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        """Decode and apply this VM's own device state once, now: the first
+        run of those code paths is several times slower than later ones, and
+        the real one happens while the guest is stopped on both sides.  (The
+        VM waits for a stream that replaces its whole state anyway.)"""
+        vm = self.vm
+        pairs = []
+        for sec in sections(vm):
+            out = bytearray()
+            encode(sec.vmsd, sec.obj, out)
+            pairs.append((sec, decode(sec.vmsd, sec.obj, Reader(bytes(out)), sec.vmsd.version)))
+        timers = list(vm.timers._heap)
+        apply_sections(vm, pairs)
+        vm.timers._heap[:] = timers          # as they were: nothing fires in inmigrate
+
     async def start(self) -> MigrationUri:
         """Begin waiting for the stream; returns the address (tcp port 0 ->
         the port chosen)."""
         self.vm.await_migration()
+        self._warm_up()
         self._set(Status.SETUP)
         loop = asyncio.get_running_loop()
         if self.uri.is_socket:
@@ -154,6 +172,8 @@ class Incoming:
         self.main = ch
         if self.listener is not None:      # multifd channels still connect to it
             pass
+        gc_was = gc.isenabled()
+        gc.disable()          # no collector pass in the middle of a switch-over
         try:
             start_guest = await self._load(ch)
         except asyncio.CancelledError:
@@ -166,7 +186,14 @@ class Incoming:
             ch.close()
             self._finish(Status.FAILED, message)
             return
+        finally:
+            if gc_was:
+                gc.enable()
         self.stats.transferred = self._received()
+        if self.multifd is not None:
+            self.stats.normal += self.multifd.pages
+            self.stats.duplicate += self.multifd.zero_pages
+            self.stats.multifd_bytes = self.multifd.bytes
         self._finish(Status.COMPLETED)
         if start_guest:
             self.vm.resume()
@@ -325,6 +352,8 @@ class Incoming:
                 if sid != ram_sid or ram_done:
                     raise StreamError(f"{'PART' if kind == PART else 'END'} for section id "
                                       f"{sid}, which was not started", at)
+                if kind == END:
+                    ch.spin(SPIN)       # the switch-over: the device state follows at once
                 await self._ram_records(ch)
                 await self._decode(ch, lambda r, sid=sid: _footer(r, sid))
                 if kind == END:
@@ -332,8 +361,6 @@ class Incoming:
                 stats.transferred = self._received()
                 continue
             raise StreamError(f"unknown section type {kind:#04x}", at)
-        # the description after EOF (read, checked as JSON, not needed)
-        await self._read_vmdesc(ch)
         if ram_sid is None or not ram_done:
             raise StreamError("the stream has no complete ram section")
         missing = [k for k in by_key if k not in seen
@@ -357,6 +384,14 @@ class Incoming:
         stats.end_ms = now_ms()
         if self._return_path:
             self._reply(ch, 0)
+        # the description after EOF: not needed to load (the source makes it
+        # while this side loads), read so that the stream ends where it should
+        try:
+            await self._read_vmdesc(ch)
+        except (StreamError, ChannelError):
+            if not self._return_path:
+                raise
+        if self._return_path:
             await self._commit(ch)
         else:
             ch.close()

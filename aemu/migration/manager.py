@@ -57,8 +57,18 @@ class MigrationManager:
 
     # -- state ---------------------------------------------------------------------
     @property
-    def running(self) -> bool:
+    def busy(self) -> bool:
+        """A migration of either direction is in progress (or listening)."""
         return self.current is not None and self.current.status.running
+
+    @property
+    def running(self) -> bool:
+        """Capabilities and most parameters are fixed now: a migration is
+        under way (a destination that only listens may still be set up, as
+        QEMU's may between -incoming and the source connecting)."""
+        if not self.busy:
+            return False
+        return not (isinstance(self.current, Incoming) and self.current.status is Status.SETUP)
 
     def info(self) -> dict[str, Any]:
         """query-migrate."""
@@ -93,7 +103,7 @@ class MigrationManager:
         os.close(fd)
 
     def close(self) -> None:
-        if self.running:
+        if self.busy:
             self.current.cancel()  # type: ignore[union-attr]
         for fd in self.fds.values():
             os.close(fd)
@@ -101,7 +111,7 @@ class MigrationManager:
 
     # -- the commands ------------------------------------------------------------------
     def _check_idle(self) -> None:
-        if self.running:
+        if self.busy:
             raise MigrationError("There's a migration process in progress")
 
     def migrate(self, uri: str) -> Outgoing:

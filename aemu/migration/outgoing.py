@@ -18,6 +18,7 @@ and devices untouched: the migration only ever read them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import struct
 import time
 import uuid as uuidlib
@@ -32,8 +33,9 @@ from aemu.migration.wire import (CMD_OPEN_RETURN_PATH, CMD_PING, RAM_MULTIFD_FLU
                                  RP_PONG, RP_SHUT, command)
 from aemu.savevm.blocker import Mode
 from aemu.savevm.machine import globalstate_of, sections
-from aemu.savevm.stream import (END, PART, RAM_BLOCK, RAM_EOS, RAM_VERSION, START, Section,
-                                _Writer, write_ram_setup)
+from aemu.savevm.codec import encode
+from aemu.savevm.stream import (END, EOF, FULL, GLOBALSTATE_VMSD, PART, RAM_BLOCK, RAM_EOS,
+                                RAM_VERSION, START, Section, _Writer, write_ram_setup)
 from aemu.transport.channel import Channel
 from aemu.transport.uri import MigrationUri, connect
 
@@ -45,6 +47,7 @@ BLOCK = RAM_BLOCK.encode()
 CHUNK = 1 << 20               #: bytes of page records per PART section
 WINDOW_MS = 100.0             #: QEMU's BUFFER_DELAY: the rate limit's window
 RP_TIMEOUT = 30.0             #: seconds to wait for the destination's verdict
+SPIN = 0.02                   #: seconds of polling, not sleeping, around a switch-over
 ZERO_SEND, ZERO_RECORD, ZERO_SKIP = 0, 1, 2
 
 
@@ -74,6 +77,8 @@ class Outgoing:
         self.hashes: Optional[PageHashes] = None
         self._rp_task: Optional[asyncio.Task] = None
         self._shut: Optional[asyncio.Future] = None
+        self._ping = 1
+        self._pongs: dict[int, asyncio.Future] = {}
         self._continue = asyncio.Event()
         self._cancel_requested = False
         self._stopped_vm = False
@@ -206,6 +211,8 @@ class Outgoing:
         write_ram_setup(w.out, cpu.ram_size)
         w.footer(self._ram_id)
         self.writer = w
+        self._buf = bytearray(CHUNK)
+        self._buf[::4096] = bytes(len(range(0, CHUNK, 4096)))    # touched now, not at switch-over
         await self._flush_writer()
         if return_path:
             self._shut = asyncio.get_running_loop().create_future()
@@ -254,7 +261,9 @@ class Outgoing:
                 threshold = bandwidth * opts["downtime-limit"] / 1000.0
                 stats.expected_downtime_ms = dirty * PAGE_SIZE / max(bandwidth, 1.0) * 1000
                 if dirty * PAGE_SIZE <= threshold:
-                    break
+                    if await self._caught_up(log, pending, threshold):
+                        break
+                    continue
                 if opts.cap("auto-converge"):
                     self._auto_converge(dirty * PAGE_SIZE, pass_bytes)
                 self._check_cancel()
@@ -309,10 +318,19 @@ class Outgoing:
             return
         w, main = self.writer, self.main
         assert main is not None
-        buf = bytearray(CHUNK)
+        # while the guest runs, pages are packed on a worker thread: the C
+        # call drops the GIL, so packing and the guest's slices share two
+        # cores (a page the guest writes meanwhile is dirty again and goes
+        # in the next pass, as with QEMU's migration thread)
+        threaded = self.vm.state.is_live
+        buf = self._buf
         while pos < npages:
-            used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, buf, BLOCK, False,
-                                                       zero_mode, self.hashes)
+            if threaded:
+                used, pos, _, normal, zeros = await asyncio.to_thread(
+                    cpu.ram_pack, pending, pos, buf, BLOCK, False, zero_mode, self.hashes)
+            else:
+                used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, buf, BLOCK, False,
+                                                           zero_mode, self.hashes)
             stats.normal += normal
             stats.duplicate += zeros
             if not used:
@@ -378,8 +396,82 @@ class Outgoing:
         vm.throttle = min(pct, opts["max-cpu-throttle"])
         self.stats.throttle = vm.throttle
 
+    def _pre_encode(self) -> None:
+        """Encode every device section now, while the guest still runs: at the
+        switch-over only the devices whose state changed since (their
+        ``_generation``) are encoded again."""
+        self._encoded: dict[str, tuple[int, bytes, dict]] = {}
+        for sec in sections(self.vm):
+            gen = getattr(sec.obj, "_generation", None)
+            if gen is None:
+                continue
+            out = bytearray()
+            desc = encode(sec.vmsd, sec.obj, out)
+            self._encoded[sec.idstr] = (gen, bytes(out), desc)
+
+    def _write_devices(self, secs: list[Section], globalstate: Any) -> None:
+        """Every device section, globalstate and EOF, each section handed to
+        the channel as soon as it is made (the destination decodes one while
+        the next is encoded)."""
+        w, main = self.writer, self.main
+        assert main is not None
+        cache = getattr(self, "_encoded", {})
+        for sec in [*secs, Section("globalstate", 0, GLOBALSTATE_VMSD, globalstate)]:
+            sid = w.header(FULL, sec.idstr, sec.instance_id, sec.vmsd.version)
+            hit = cache.get(sec.idstr)
+            if hit is not None and hit[0] == getattr(sec.obj, "_generation", None):
+                w.out += hit[1]
+                desc = hit[2]
+            else:
+                desc = encode(sec.vmsd, sec.obj, w.out)
+            w.footer(sid)
+            entry = {"name": sec.idstr, "instance_id": sec.instance_id,
+                     "vmsd_name": sec.vmsd.name, "version": sec.vmsd.version,
+                     "fields": desc["fields"]}
+            if "subsections" in desc:
+                entry["subsections"] = desc["subsections"]
+            w.devices.append(entry)
+            main.write(w.out)
+            w.out = bytearray()
+        w.out.append(EOF)
+
+    async def _caught_up(self, log: Any, pending: bytearray, threshold: float) -> bool:
+        """Before stopping the guest: with a return path, PING and wait for the
+        PONG, so that the destination has taken in everything sent so far
+        (else its backlog would count as downtime); then check again that
+        what the guest dirtied meanwhile still fits."""
+        self._pre_encode()
+        if self._shut is None:
+            return True
+        self._ping += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._pongs[self._ping] = waiter
+        self.writer.out += command(CMD_PING, struct.pack(">I", self._ping))
+        await self._flush_writer()
+        done, _ = await asyncio.wait({waiter, self._shut}, timeout=RP_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            if self._shut.done():
+                self._shut.result()      # raises what broke the return path
+            raise MigrationError(f"the destination did not answer a PING in {RP_TIMEOUT:g} s")
+        last = log.sync()
+        merged = int.from_bytes(pending, "little") | int.from_bytes(last, "little")
+        pending[:] = merged.to_bytes(len(pending), "little")
+        log.clear()
+        return (len(pending) - pending.count(0)) * PAGE_SIZE <= threshold
+
     # -- switch-over ---------------------------------------------------------------
     async def _complete(self, log: Any, pending: bytearray) -> None:
+        # no collector pass while the guest is stopped (one can take ms)
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            await self._switch_over(log, pending)
+        finally:
+            if gc_was:
+                gc.enable()
+
+    async def _switch_over(self, log: Any, pending: bytearray) -> None:
         vm, opts, stats = self.vm, self.opts, self.stats
         if opts.cap("pause-before-switchover"):
             vm.hold(RunState.FINISH_MIGRATE)
@@ -395,6 +487,7 @@ class Outgoing:
             self._stopped_vm = True
             self._set(Status.DEVICE)
         precopy = self._sent()
+        self.main.spin(SPIN)      # type: ignore[union-attr]   the verdict is due in ~1 ms
         # the last pages: what is still pending, and what the guest wrote since
         last = log.sync()
         merged = int.from_bytes(pending, "little") | int.from_bytes(last, "little")
@@ -408,9 +501,11 @@ class Outgoing:
             w.reopen(END, self._ram_id)
             w.out += RAM_EOS.to_bytes(8, "big")
             w.footer(self._ram_id)
+            self.main.write(w.out)      # type: ignore[union-attr]
+            w.out = bytearray()
         else:
             cpu = vm.cpu
-            buf = bytearray(CHUNK)
+            buf = self._buf
             pos, first = 0, True
             while first or pos < len(pending):
                 used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, buf, BLOCK, False,
@@ -421,11 +516,14 @@ class Outgoing:
                 w.out += memoryview(buf)[:used]
                 w.out += RAM_EOS.to_bytes(8, "big")
                 w.footer(self._ram_id)
+                self.main.write(w.out)  # type: ignore[union-attr]
+                w.out = bytearray()
                 first = False
         assert self.hashes is not None
         check = RamCheck(self.hashes.digest())
-        w.finish([*sections(vm), Section("aemu-ram-check", 0, RAM_CHECK_VMSD, check)],
-                 globalstate_of(vm))
+        self._write_devices([*sections(vm), Section("aemu-ram-check", 0, RAM_CHECK_VMSD,
+                                                    check)], globalstate_of(vm))
+        w.description()                 # made while the destination loads
         await self._flush_writer()
         if self.multifd is not None:
             await self.multifd.finish()
@@ -467,6 +565,10 @@ class Outgoing:
                 kind, length = struct.unpack(">HH", head)
                 payload = await ch.read(length) if length else b""
                 if kind == RP_PONG:
+                    waiter = self._pongs.pop(struct.unpack(">I", payload)[0]
+                                             if length == 4 else -1, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
                     continue
                 if kind == RP_SHUT:
                     if length != 4:

@@ -157,6 +157,13 @@ class _Writer:
 
     def finish(self, sections: Sequence[Section], globalstate: GlobalState) -> None:
         """Every vmstate section, globalstate, EOF and the JSON description."""
+        self.device_state(sections, globalstate)
+        self.description()
+
+    def device_state(self, sections: Sequence[Section], globalstate: GlobalState) -> None:
+        """Every vmstate section, globalstate and EOF (a live migration sends
+        these first and the description after: the destination can load
+        while it is being made)."""
         out = self.out
         for sec in [*sections, Section("globalstate", 0, GLOBALSTATE_VMSD, globalstate)]:
             sid = self.header(FULL, sec.idstr, sec.instance_id, sec.vmsd.version)
@@ -169,6 +176,10 @@ class _Writer:
                 entry["subsections"] = desc["subsections"]
             self.devices.append(entry)
         out.append(EOF)
+
+    def description(self) -> None:
+        """The JSON description of the sections written (after EOF)."""
+        out = self.out
         vmdesc = json.dumps({"page_size": PAGE_SIZE, "configuration": self.config_desc,
                              "devices": self.devices}, separators=(",", ":")).encode("ascii")
         # analyze-migration.py finds the JSON as the first "{" after the file's

@@ -47,6 +47,9 @@ class Channel:
         """Wait until more bytes arrive (at least one); ChannelError at EOF."""
         await self.fill(len(self.buf) + 1)
 
+    def spin(self, seconds: float) -> None:
+        """A hint that data is due very soon (see SocketChannel.spin)."""
+
     def consume(self, n: int) -> None:
         del self.buf[:n]
 
@@ -95,6 +98,8 @@ class SocketChannel(Channel, asyncio.Protocol):
         self._paused_writing = False
         self._writable: Optional[asyncio.Future] = None
         self._lost: Optional[asyncio.Future] = None
+        #: until this loop time, waiting for data polls instead of sleeping
+        self.spin_until = 0.0
 
     # -- protocol callbacks --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -155,7 +160,15 @@ class SocketChannel(Channel, asyncio.Protocol):
             return ChannelError(f"{self.name}: {doing}: {strerror(self._error)}")
         return ChannelError(f"{self.name}: {doing}: the peer closed the connection")
 
+    def spin(self, seconds: float) -> None:
+        """Poll for data for the next ``seconds`` instead of sleeping in the
+        kernel: a switch-over is latency-bound, and waking a sleeping process
+        costs a scheduler round trip (hundreds of microseconds on a VM)."""
+        loop = asyncio.get_running_loop()
+        self.spin_until = max(self.spin_until, loop.time() + seconds)
+
     async def fill(self, n: int) -> None:
+        loop = asyncio.get_running_loop()
         while len(self.buf) < n:
             if self._eof:
                 raise self._broken(f"connection closed with {n - len(self.buf)} bytes "
@@ -163,6 +176,9 @@ class SocketChannel(Channel, asyncio.Protocol):
             if self._paused_reading and self.transport is not None:
                 self._paused_reading = False
                 self.transport.resume_reading()
+            if self.spin_until and loop.time() < self.spin_until:
+                await asyncio.sleep(0)          # one pass of the loop: a poll with no wait
+                continue
             self._want = n
             self._reader = asyncio.get_running_loop().create_future()
             await self._reader
