@@ -128,7 +128,7 @@ size_t cr16_ram_pack(struct cr16_cpu *c, uint8_t *map, uint32_t *pos, uint8_t *o
         if (len < CR16_PAGE_SIZE)
             memset(out + used + len, 0, CR16_PAGE_SIZE - len);
         if (hashes)
-            hashes[p] = cr16_page_hash(out + used);
+            hashes[p] = cr16_page_hash(len == CR16_PAGE_SIZE ? src : out + used);  /* aligned */
         used += CR16_PAGE_SIZE;
         (*normal)++;
     }
@@ -150,9 +150,13 @@ static int store_page(struct cr16_cpu *c, uint64_t offset, const uint8_t *data,
     }
     if (len < CR16_PAGE_SIZE && !cr16_all_zero(data + len, CR16_PAGE_SIZE - len))
         return -1;              /* bytes past the end of RAM */
+    if (cr16_write(c, (uint32_t)offset, data, len))
+        return -1;
+    /* hashed from RAM (page aligned), not from the record: unaligned loads
+     * of just-copied bytes run several times slower */
     if (hashes)
-        hashes[p] = cr16_page_hash(data);
-    return cr16_write(c, (uint32_t)offset, data, len);
+        hashes[p] = cr16_page_hash(len == CR16_PAGE_SIZE ? c->ram + offset : data);
+    return 0;
 }
 
 long cr16_ram_unpack(struct cr16_cpu *c, const uint8_t *buf, size_t len, const uint8_t *block,

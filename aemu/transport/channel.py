@@ -23,6 +23,7 @@ from aemu.transport.sockets import strerror
 
 HIGH_WATER = 4 << 20          #: stop reading the socket past this many buffered bytes
 READ_CHUNK = 1 << 20          #: file reads
+SOCKET_BUFFER = 4 << 20       #: SO_SNDBUF/SO_RCVBUF asked for (the kernel caps it)
 
 
 class ChannelError(ConnectionError):
@@ -106,11 +107,18 @@ class SocketChannel(Channel, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self._lost = asyncio.get_running_loop().create_future()
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        if sock is not None:
+            # bulk transfer: deep kernel buffers mean fewer wake-ups per MiB
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+                except OSError:
+                    pass
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
         # a deep kernel queue halves the wake-ups of a bulk transfer
         transport.set_write_buffer_limits(high=HIGH_WATER, low=HIGH_WATER // 4)  # type: ignore[attr-defined]
 
