@@ -288,14 +288,25 @@ uint32_t cr16_scan_nonzero(const struct cr16_cpu *c, uint8_t *map)
     return count;
 }
 
-int cr16_clear_ram(struct cr16_cpu *c)
+static int fresh_ram(struct cr16_cpu *c, int populate)
 {
     void *p = mmap(c->ram, ram_map_len(c->ram_size), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (populate ? MAP_POPULATE : 0),
+                   -1, 0);
     if (p == MAP_FAILED)
         return -1;
     mark_range(c, 0, c->ram_size);
     return 0;
+}
+
+int cr16_clear_ram(struct cr16_cpu *c)
+{
+    return fresh_ram(c, 0);
+}
+
+int cr16_clear_ram_populate(struct cr16_cpu *c)
+{
+    return fresh_ram(c, 1);
 }
 
 int cr16_map_ram_file(struct cr16_cpu *c, int fd, uint64_t offset, int populate)

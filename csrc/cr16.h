@@ -123,6 +123,9 @@ int cr16_read(const struct cr16_cpu *cpu, uint32_t addr, void *dst, uint32_t len
 /* All of RAM to zero at once (fresh anonymous pages); marks every page
  * written.  Returns 0, or -1 (the mapping failed). */
 int cr16_clear_ram(struct cr16_cpu *cpu);
+/* The same with every page allocated now (an incoming migration: the page
+ * faults happen while it listens, not while pages stream in). */
+int cr16_clear_ram_populate(struct cr16_cpu *cpu);
 /* Zero [addr, addr+len), writing (and marking) only the parts that are not
  * zero already, so never-touched RAM stays unallocated.  0, or -1 if the
  * range is not all RAM. */

@@ -318,9 +318,11 @@ class Cpu:
         if addr < 0 or length < 0 or lib.cr16_zero(self._cpu, addr, length) != 0:
             raise IndexError(f"guest range {addr:#x}+{length:#x} is outside RAM")
 
-    def clear_ram(self) -> None:
-        """All of RAM to zero at once (every page counts as written)."""
-        if lib.cr16_clear_ram(self._cpu) != 0:
+    def clear_ram(self, *, populate: bool = False) -> None:
+        """All of RAM to zero at once (every page counts as written);
+        ``populate``: with every page allocated now rather than on first touch."""
+        fn = lib.cr16_clear_ram_populate if populate else lib.cr16_clear_ram
+        if fn(self._cpu) != 0:
             raise MemoryError("cannot remap guest RAM")
 
     def map_ram_file(self, fd: int, offset: int, *, populate: bool = False) -> None:

@@ -21,7 +21,7 @@ import asyncio
 from typing import TYPE_CHECKING, Callable, Optional
 
 from aemu.migration.wire import (MULTIFD_FLAG_SYNC, MULTIFD_FLAG_ZSTD, PACKET_HEADER,
-                                 PAGES_PER_PACKET, multifd_init, packet_header,
+                                 PAGES_PER_PACKET, Packet, multifd_init, packet_header,
                                  parse_packet_header)
 from aemu.savevm.codec import StreamError
 from aemu.savevm.stream import PAGE_SIZE, RAM_BLOCK
@@ -216,10 +216,20 @@ class MultifdReceiver:
                 await ch.fill(PACKET_HEADER)
                 pkt = parse_packet_header(bytes(ch.buf[:PACKET_HEADER]), self.flags)
                 await ch.fill(PACKET_HEADER + pkt.size)
-                data = bytes(ch.buf[PACKET_HEADER:PACKET_HEADER + pkt.size])
-                ch.consume(PACKET_HEADER + pkt.size)
-                self.bytes += PACKET_HEADER + pkt.size
-                if pkt.normal and dctx is not None:
+                total = PACKET_HEADER + pkt.size
+                self.bytes += total
+                if dctx is None:
+                    # raw pages: stored from the channel's buffer where they
+                    # lie (consumed after; nothing runs in between)
+                    try:
+                        self._store(pkt, ch.buf[PACKET_HEADER:total], cid)
+                    finally:
+                        ch.consume(total)
+                    await self._sync_point(pkt)
+                    continue
+                data = bytes(ch.buf[PACKET_HEADER:total])
+                ch.consume(total)
+                if pkt.normal:
                     want = pkt.normal * PAGE_SIZE
                     try:
                         data = await asyncio.to_thread(dctx.decompress, data,
@@ -230,22 +240,8 @@ class MultifdReceiver:
                     if len(data) != want:
                         raise StreamError(f"multifd channel {cid}: packet {pkt.number} holds "
                                           f"{len(data)} bytes, expected {want}")
-                if pkt.normal + pkt.zeros:
-                    if pkt.block != RAM_BLOCK:
-                        raise StreamError(f"multifd packet for unknown ram block {pkt.block!r}")
-                    if not self.cpu.ram_scatter(pkt.offsets, pkt.normal, pkt.zeros, data,
-                                                self.hashes):
-                        raise StreamError(f"multifd channel {cid}: packet {pkt.number} has a "
-                                          "page outside RAM")
-                    self.pages += pkt.normal
-                    self.zero_pages += pkt.zeros
-                if pkt.flags & 1:               # SYNC: wait for the others
-                    gen = self._generation
-                    self._arrived += 1
-                    if self._arrived == self.nchannels:
-                        self._all_arrived.set()
-                    while self._generation == gen:
-                        await self._release.wait()
+                self._store(pkt, data, cid)
+                await self._sync_point(pkt)
         except asyncio.CancelledError:
             raise
         except ChannelError as exc:
@@ -253,6 +249,25 @@ class MultifdReceiver:
                 self._fail(exc)
         except Exception as exc:
             self._fail(exc)
+
+    def _store(self, pkt: "Packet", data: "bytes | memoryview", cid: int) -> None:
+        if pkt.normal + pkt.zeros:
+            if pkt.block != RAM_BLOCK:
+                raise StreamError(f"multifd packet for unknown ram block {pkt.block!r}")
+            if not self.cpu.ram_scatter(pkt.offsets, pkt.normal, pkt.zeros, data, self.hashes):
+                raise StreamError(f"multifd channel {cid}: packet {pkt.number} has a "
+                                  "page outside RAM")
+            self.pages += pkt.normal
+            self.zero_pages += pkt.zeros
+
+    async def _sync_point(self, pkt: "Packet") -> None:
+        if pkt.flags & MULTIFD_FLAG_SYNC:       # wait for the other channels
+            gen = self._generation
+            self._arrived += 1
+            if self._arrived == self.nchannels:
+                self._all_arrived.set()
+            while self._generation == gen:
+                await self._release.wait()
 
     async def sync(self) -> None:
         """At a FLUSH record: wait until every channel reached its SYNC, then

@@ -45,9 +45,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BLOCK = RAM_BLOCK.encode()
 CHUNK = 1 << 20               #: bytes of page records per PART section
+POOL = 16                     #: section buffers in flight before waiting for the channel
 WINDOW_MS = 100.0             #: QEMU's BUFFER_DELAY: the rate limit's window
 RP_TIMEOUT = 30.0             #: seconds to wait for the destination's verdict
 SPIN = 0.02                   #: seconds of polling, not sleeping, around a switch-over
+INLINE_FINAL_PAGES = 256      #: multifd: a final dirty set this small goes in the main stream
 ZERO_SEND, ZERO_RECORD, ZERO_SKIP = 0, 1, 2
 
 
@@ -75,6 +77,8 @@ class Outgoing:
         self.main: Optional[Channel] = None
         self.multifd: Optional[MultifdSender] = None
         self.hashes: Optional[PageHashes] = None
+        self._pool: Optional[list[bytearray]] = None
+        self._pool_next = 0
         self._rp_task: Optional[asyncio.Task] = None
         self._shut: Optional[asyncio.Future] = None
         self._ping = 1
@@ -211,8 +215,10 @@ class Outgoing:
         write_ram_setup(w.out, cpu.ram_size)
         w.footer(self._ram_id)
         self.writer = w
-        self._buf = bytearray(CHUNK)
-        self._buf[::4096] = bytes(len(range(0, CHUNK, 4096)))    # touched now, not at switch-over
+        if self.multifd is None:
+            # every page of the pool touched now, not at the switch-over
+            self._pool = [bytearray(CHUNK + 32) for _ in range(POOL)]
+            self._pool_next = 0
         await self._flush_writer()
         if return_path:
             self._shut = asyncio.get_running_loop().create_future()
@@ -231,7 +237,7 @@ class Outgoing:
             last_sync = time.monotonic()
             while True:
                 t0 = time.monotonic()
-                sent0 = self._sent()
+                sent0, normal0 = self._sent(), stats.normal
                 await self._send_pages(pending, zero_mode)
                 zero_mode = ZERO_SEND if zero_policy == "none" else ZERO_RECORD
                 if multifd:
@@ -247,8 +253,12 @@ class Outgoing:
                 stats.dirty_pages_rate = int(dirty / period)
                 elapsed = max(now - t0, 1e-6)
                 pass_bytes = self._sent() - sent0
-                bandwidth = pass_bytes / elapsed                 # bytes/s
-                stats.mbps = bandwidth * 8 / 1e6
+                stats.mbps = pass_bytes / elapsed * 8 / 1e6
+                # the rate at which pending pages are retired, in page bytes:
+                # what the dirty set is measured in (with zstd the wire
+                # bytes are a small fraction of it)
+                page_bytes = (stats.normal - normal0) * PAGE_SIZE or pass_bytes
+                bandwidth = page_bytes / elapsed                 # bytes/s
                 stats.pages_per_second = int((stats.normal + stats.duplicate) / max(
                     (now_ms() - stats.start_ms) / 1000, 1e-6))
                 stats.remaining_pages = dirty
@@ -265,7 +275,7 @@ class Outgoing:
                         break
                     continue
                 if opts.cap("auto-converge"):
-                    self._auto_converge(dirty * PAGE_SIZE, pass_bytes)
+                    self._auto_converge(dirty * PAGE_SIZE, page_bytes)
                 self._check_cancel()
             await self._complete(log, pending)
         finally:
@@ -304,7 +314,7 @@ class Outgoing:
     # -- sending pages -------------------------------------------------------------
     async def _send_pages(self, pending: bytearray, zero_mode: int) -> None:
         """Every page marked in ``pending`` (cleared as sent)."""
-        cpu, stats = self.vm.cpu, self.stats
+        stats = self.stats
         pos = 0
         npages = len(pending)
         if self.multifd is not None:
@@ -316,32 +326,59 @@ class Outgoing:
                 await self._rate_limit(normal * PAGE_SIZE)
                 self._check_cancel()
             return
-        w, main = self.writer, self.main
-        assert main is not None
         # while the guest runs, pages are packed on a worker thread: the C
         # call drops the GIL, so packing and the guest's slices share two
         # cores (a page the guest writes meanwhile is dirty again and goes
         # in the next pass, as with QEMU's migration thread)
         threaded = self.vm.state.is_live
-        buf = self._buf
         while pos < npages:
-            if threaded:
-                used, pos, _, normal, zeros = await asyncio.to_thread(
-                    cpu.ram_pack, pending, pos, buf, BLOCK, False, zero_mode, self.hashes)
-            else:
-                used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, buf, BLOCK, False,
-                                                           zero_mode, self.hashes)
-            stats.normal += normal
-            stats.duplicate += zeros
-            if not used:
-                continue
-            w.reopen(PART, self._ram_id)
-            w.out += memoryview(buf)[:used]
-            w.out += RAM_EOS.to_bytes(8, "big")
-            w.footer(self._ram_id)
-            await self._flush_writer()
-            await self._rate_limit(used)
+            pos, used = await self._section_of_pages(pending, pos, zero_mode, threaded=threaded)
+            if used:
+                await self._rate_limit(used)
             self._check_cancel()
+
+    async def _section_of_pages(self, pending: bytearray, pos: int, zero_mode: int, *,
+                                threaded: bool = False, final: bool = False
+                                ) -> tuple[int, int]:
+        """One PART section of page records -- or, ``final``, the END section
+        once the pages are all out -- packed by C straight into a buffer of
+        the pool and handed to the channel as it is: no copy, no fresh memory
+        (a fresh MiB costs 256 page faults).  Returns the next position and
+        the record bytes (a PART with none is not sent)."""
+        main, stats = self.main, self.stats
+        assert main is not None and self._pool is not None
+        if self._pool_next == len(self._pool):
+            await main.flush()              # the channel holds none of them any more
+            self._pool_next = 0
+        chunk = self._pool[self._pool_next]
+        body = memoryview(chunk)[5:5 + CHUNK]
+        cpu = self.vm.cpu
+        if threaded:
+            used, pos, _, normal, zeros = await asyncio.to_thread(
+                cpu.ram_pack, pending, pos, body, BLOCK, False, zero_mode, self.hashes)
+        else:
+            used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, body, BLOCK, False,
+                                                       zero_mode, self.hashes)
+        stats.normal += normal
+        stats.duplicate += zeros
+        kind = END if final and pos >= len(pending) else PART
+        if not used and kind == PART:
+            return pos, 0
+        self._pool_next += 1
+        sid = self._ram_id
+        chunk[0] = kind
+        chunk[1:5] = sid.to_bytes(4, "big")
+        end = 5 + used
+        chunk[end:end + 8] = RAM_EOS.to_bytes(8, "big")
+        chunk[end + 8] = 0x7E
+        chunk[end + 9:end + 13] = sid.to_bytes(4, "big")
+        if self.writer.out:                 # anything queued before goes first
+            main.write(self.writer.out)
+            self.writer.out = bytearray()
+        main.write(memoryview(chunk)[:end + 13])
+        await main.drain()
+        stats.transferred = self._sent()
+        return pos, used
 
     async def _flush_writer(self) -> None:
         assert self.main is not None
@@ -495,7 +532,11 @@ class Outgoing:
         log.clear()
         zero_mode = ZERO_SEND if opts["zero-page-detection"] == "none" else ZERO_RECORD
         w = self.writer
-        if self.multifd is not None:
+        # a few last pages go inline in the main stream: safe after the last
+        # pass's FLUSH (the channels' copies are stored by then), and no
+        # SYNC round trip through every channel while the guest is stopped
+        inline = len(pending) - pending.count(0) <= INLINE_FINAL_PAGES
+        if self.multifd is not None and not inline:
             await self._send_pages(pending, zero_mode)
             await self._multifd_flush()
             w.reopen(END, self._ram_id)
@@ -504,21 +545,14 @@ class Outgoing:
             self.main.write(w.out)      # type: ignore[union-attr]
             w.out = bytearray()
         else:
-            cpu = vm.cpu
-            buf = self._buf
-            pos, first = 0, True
-            while first or pos < len(pending):
-                used, pos, _, normal, zeros = cpu.ram_pack(pending, pos, buf, BLOCK, False,
-                                                           zero_mode, self.hashes)
-                stats.normal += normal
-                stats.duplicate += zeros
-                w.reopen(END if pos >= len(pending) else PART, self._ram_id)
-                w.out += memoryview(buf)[:used]
-                w.out += RAM_EOS.to_bytes(8, "big")
-                w.footer(self._ram_id)
-                self.main.write(w.out)  # type: ignore[union-attr]
-                w.out = bytearray()
-                first = False
+            if self._pool is None:          # multifd: a small pool for the inline pages
+                self._pool, self._pool_next = [bytearray(CHUNK + 32)], 0
+            # PART sections, the last one an END (which may hold no page at all)
+            pos = 0
+            while True:
+                pos, _ = await self._section_of_pages(pending, pos, zero_mode, final=True)
+                if pos >= len(pending):
+                    break
         assert self.hashes is not None
         check = RamCheck(self.hashes.digest())
         self._write_devices([*sections(vm), Section("aemu-ram-check", 0, RAM_CHECK_VMSD,
@@ -585,6 +619,7 @@ class Outgoing:
             if not self._shut.done():
                 self._shut.set_exception(
                     MigrationError(f"the return path broke: {_describe(exc)}"))
+                self._shut.exception()      # retrieved: nobody may be waiting for it now
             if self.task is not None and self.status is not Status.COMPLETED:
                 # a broken return path ends the migration at once (the VM resumes)
                 self.error = f"the return path broke: {_describe(exc)}"

@@ -24,6 +24,8 @@ from aemu.transport.sockets import strerror
 HIGH_WATER = 4 << 20          #: stop reading the socket past this many buffered bytes
 READ_CHUNK = 1 << 20          #: file reads
 SOCKET_BUFFER = 4 << 20       #: SO_SNDBUF/SO_RCVBUF asked for (the kernel caps it)
+SMALL_STORE = 64 << 10        #: receive store of a channel that mostly sends
+BULK_STORE = 8 << 20          #: receive store of a channel that takes a stream
 
 
 class ChannelError(ConnectionError):
@@ -84,12 +86,20 @@ class Channel:
         return False
 
 
-class SocketChannel(Channel, asyncio.Protocol):
-    """A connected stream socket (asyncio transport, either loop)."""
+class SocketChannel(Channel, asyncio.BufferedProtocol):
+    """A connected stream socket (asyncio transport, either loop).
 
-    def __init__(self, name: str = "socket") -> None:
+    The kernel copies received bytes straight into a fixed store that was
+    touched when the channel was made (``capacity``): no bytes object per
+    read, no growing buffer -- at 1 GB/s, fresh memory for either costs more
+    in page faults than the copy itself.  ``buf`` is a view of the bytes
+    received and not consumed yet."""
+
+    def __init__(self, name: str = "socket", capacity: int = SMALL_STORE) -> None:
         Channel.__init__(self)
         self.name = name
+        self._store = bytearray(capacity)       # zero-filled: every page touched now
+        self._start = self._end = 0
         self.transport: Optional[asyncio.Transport] = None
         self._eof = False
         self._error: Optional[BaseException] = None
@@ -122,13 +132,35 @@ class SocketChannel(Channel, asyncio.Protocol):
         # a deep kernel queue halves the wake-ups of a bulk transfer
         transport.set_write_buffer_limits(high=HIGH_WATER, low=HIGH_WATER // 4)  # type: ignore[attr-defined]
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        self.received += len(data)
-        if len(self.buf) > HIGH_WATER and not self._paused_reading and self.transport:
+    @property
+    def buf(self) -> memoryview:          # type: ignore[override]
+        return memoryview(self._store)[self._start:self._end]
+
+    @buf.setter
+    def buf(self, value: object) -> None:   # Channel.__init__'s bytearray: ignored
+        pass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        cap = len(self._store)
+        if cap - self._end < max(cap // 4, 1):
+            # move what is left to the front (little: the reader keeps up, and
+            # reading pauses once half the store is full)
+            n = self._end - self._start
+            self._store[:n] = self._store[self._start:self._end]
+            self._start, self._end = 0, n
+            if self._end == cap:          # full: the reader must consume first
+                self._store.extend(bytes(cap))
+                cap *= 2
+        return memoryview(self._store)[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        self.received += nbytes
+        used = self._end - self._start
+        if used > len(self._store) // 2 and not self._paused_reading and self.transport:
             self._paused_reading = True
             self.transport.pause_reading()
-        if self._reader is not None and len(self.buf) >= self._want:
+        if self._reader is not None and used >= self._want:
             self._wake_reader()
 
     def eof_received(self) -> bool:
@@ -177,10 +209,10 @@ class SocketChannel(Channel, asyncio.Protocol):
 
     async def fill(self, n: int) -> None:
         loop = asyncio.get_running_loop()
-        while len(self.buf) < n:
+        while self._end - self._start < n:
             if self._eof:
-                raise self._broken(f"connection closed with {n - len(self.buf)} bytes "
-                                   "still expected")
+                raise self._broken(f"connection closed with {n - (self._end - self._start)} "
+                                   "bytes still expected")
             if self._paused_reading and self.transport is not None:
                 self._paused_reading = False
                 self.transport.resume_reading()
@@ -192,10 +224,20 @@ class SocketChannel(Channel, asyncio.Protocol):
             await self._reader
 
     def consume(self, n: int) -> None:
-        del self.buf[:n]
-        if self._paused_reading and len(self.buf) < HIGH_WATER // 2 and self.transport:
+        self._start += n
+        if self._start >= self._end:
+            self._start = self._end = 0
+        if self._paused_reading and self._end - self._start < len(self._store) // 4 \
+                and self.transport:
             self._paused_reading = False
             self.transport.resume_reading()
+
+    async def read(self, n: int) -> bytes:
+        if self._end - self._start < n:
+            await self.fill(n)
+        data = bytes(self._store[self._start:self._start + n])
+        self.consume(n)
+        return data
 
     def write(self, data: "bytes | bytearray | memoryview") -> None:
         if self.transport is None or self.transport.is_closing():

@@ -17,7 +17,8 @@ import stat
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping, Optional
 
-from aemu.transport.channel import Channel, ChannelError, FileChannel, SocketChannel, open_socket
+from aemu.transport.channel import (BULK_STORE, Channel, ChannelError, FileChannel,
+                                    SocketChannel, open_socket)
 from aemu.transport.sockets import (EndpointError, UnixListener, check_unix_path, parse_tcp,
                                     strerror, tcp_listener)
 
@@ -179,7 +180,7 @@ class Listener:
         return self.address
 
     def _protocol(self) -> SocketChannel:
-        ch = SocketChannel(f"incoming migration on {self.address}")
+        ch = SocketChannel(f"incoming migration on {self.address}", BULK_STORE)
         task = asyncio.get_running_loop().create_task(self._on_channel(ch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
