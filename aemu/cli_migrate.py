@@ -232,6 +232,7 @@ async def _watch(client: Any, opts: argparse.Namespace) -> dict:
 
 
 def cmd_migrate(opts: argparse.Namespace) -> int:
+    from aemu.host.client import ClientError
     from aemu.loop import run_with_loop
 
     try:
@@ -244,6 +245,6 @@ def cmd_migrate(opts: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("aemu: migrate: interrupted; the migration was cancelled", file=sys.stderr)
         return 130
-    except (ConnectionError, OSError) as exc:
+    except (ConnectionError, OSError, ClientError) as exc:
         print(f"aemu: migrate: {exc}", file=sys.stderr)
         return 1

@@ -454,6 +454,8 @@ class Machine:
             self._mark_wall()
         if held:                      # STOP went out when the load began, if it was live
             event = {RunState.RUNNING: "RESUME", RunState.SUSPENDED: "SUSPEND"}.get(target)
+        elif before is RunState.INMIGRATE:    # an incoming migration: never ran, no STOP
+            event = {RunState.SUSPENDED: "SUSPEND"}.get(target)
         else:
             event = {RunState.PAUSED: "STOP", RunState.SUSPENDED: "SUSPEND"}.get(target)
         if self.state is not target:

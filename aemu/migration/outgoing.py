@@ -322,6 +322,7 @@ class Outgoing:
                 pos, normal, zeros = await self.multifd.send(pending, pos)
                 stats.normal += normal
                 stats.duplicate += zeros
+                stats.remaining_pages = pending.count(1)
                 stats.multifd_bytes = self.multifd.bytes
                 await self._rate_limit(normal * PAGE_SIZE)
                 self._check_cancel()
@@ -333,6 +334,7 @@ class Outgoing:
         threaded = self.vm.state.is_live
         while pos < npages:
             pos, used = await self._section_of_pages(pending, pos, zero_mode, threaded=threaded)
+            self.stats.remaining_pages = pending.count(1)      # what this pass has left
             if used:
                 await self._rate_limit(used)
             self._check_cancel()
