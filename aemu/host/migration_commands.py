@@ -110,6 +110,8 @@ async def migrate_incoming(ctx: CommandContext, uri: Optional[str] = None,
         raise QmpError("'-incoming' was not specified on the command line" if
                        not getattr(ctx.target, "incoming_deferred", False) else
                        "The incoming migration has already been started")
+    if _mgr(ctx).busy:
+        raise QmpError("The incoming migration has already been started")
     ctx.target.exit_on_error = exit_on_error
     try:
         await _mgr(ctx).incoming(source)

@@ -231,6 +231,8 @@ class Outgoing:
             log.clear()
             pending = bytearray(b"\1") * npages
             stats.dirty_sync_count = 1
+            if opts.cap("events"):          # QEMU's first bitmap sync is at setup
+                self.mgr.emit("MIGRATION_PASS", {"pass": 1})
             stats.setup_ms = now_ms() - stats.start_ms
             self._set(Status.ACTIVE)
             zero_mode = ZERO_SEND if zero_policy == "none" else ZERO_SKIP
