@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BLOCK = RAM_BLOCK.encode()
 _SYNC = object()
+POOL_PACKETS = 16             #: packet buffers (8 MiB) in flight before waiting for the channels
 
 
 def _compressor(method: str, level: int) -> Optional[Callable[[bytes], bytes]]:
@@ -52,29 +53,35 @@ class _SendChannel:
         self.task: Optional[asyncio.Task] = None
 
     async def run(self) -> None:
-        ch, owner = self.ch, self.owner
         while True:
             item = await self.queue.get()
-            if item is None:
-                return
-            if item is _SYNC:
-                num = owner.next_number()
-                head = packet_header(MULTIFD_FLAG_SYNC | owner.flags, 0, 0, 0, num, BLOCK, b"")
-                ch.write(head)
-                owner.bytes += len(head)
-                await ch.drain()
-                self.synced.set()
-                continue
-            normal, zeros, offsets, data = item
-            if self.compress is not None and normal:
-                data = await asyncio.to_thread(self.compress, data)
-            head = packet_header(owner.flags, normal, zeros, len(data), owner.next_number(),
-                                 BLOCK, offsets)
+            try:
+                if item is None:
+                    return
+                await self._one(item)
+            finally:
+                self.queue.task_done()
+
+    async def _one(self, item: object) -> None:
+        ch, owner = self.ch, self.owner
+        if item is _SYNC:
+            head = packet_header(MULTIFD_FLAG_SYNC | owner.flags, 0, 0, 0, owner.next_number(),
+                                 BLOCK, b"")
             ch.write(head)
-            if data:
-                ch.write(data)
-            owner.bytes += len(head) + len(data)
+            owner.bytes += len(head)
             await ch.drain()
+            self.synced.set()
+            return
+        normal, zeros, offsets, data = item      # type: ignore[misc]
+        if self.compress is not None and normal:
+            data = await asyncio.to_thread(self.compress, data)
+        head = packet_header(owner.flags, normal, zeros, len(data), owner.next_number(),
+                             BLOCK, offsets)
+        ch.write(head)
+        if data:
+            ch.write(data)
+        owner.bytes += len(head) + len(data)
+        await ch.drain()
 
 
 class MultifdSender:
@@ -90,6 +97,10 @@ class MultifdSender:
         self.bytes = 0
         self._next = 0
         self._finished = False
+        # packet buffers, touched once: fresh memory per packet would cost
+        # 128 page faults each; a buffer is reused once the channels sent it
+        self._pool = [bytearray(PAGES_PER_PACKET * PAGE_SIZE) for _ in range(POOL_PACKETS)]
+        self._pool_next = 0
         self.chans = [_SendChannel(ch, _compressor(compression, level), self) for ch in channels]
 
     def next_number(self) -> int:
@@ -115,17 +126,32 @@ class MultifdSender:
     async def send(self, pages: bytearray, pos: int) -> tuple[int, int, int]:
         """One packet of the marked pages from ``pos``: (next pos, normal, zero)."""
         self._check()
+        if self._pool_next == len(self._pool):
+            await self._drain()                 # no channel holds a pool buffer any more
         offsets = bytearray(8 * PAGES_PER_PACKET)
-        data = bytearray(PAGES_PER_PACKET * PAGE_SIZE)
+        data = self._pool[self._pool_next]
         normal, zeros, pos = self.cpu.ram_gather(pages, pos, PAGES_PER_PACKET, offsets, data,
                                                  self.zero_detect, self.hashes)
         if normal + zeros:
+            self._pool_next += 1
             sc = self.chans[self._next]
             self._next = (self._next + 1) % len(self.chans)
             item = (normal, zeros, memoryview(offsets)[:8 * (normal + zeros)],
-                    bytes(memoryview(data)[:normal * PAGE_SIZE]))
+                    memoryview(data)[:normal * PAGE_SIZE])
             await self._put(sc, item)
         return pos, normal, zeros
+
+    async def _drain(self) -> None:
+        """Wait until every queued packet is written out of every channel."""
+        for sc in self.chans:
+            joined = asyncio.ensure_future(sc.queue.join())
+            assert sc.task is not None
+            done, _ = await asyncio.wait({joined, sc.task}, return_when=asyncio.FIRST_COMPLETED)
+            if joined not in done:
+                joined.cancel()
+                self._check()
+            await sc.ch.flush()
+        self._pool_next = 0
 
     async def _put(self, sc: _SendChannel, item: object) -> None:
         put = asyncio.ensure_future(sc.queue.put(item))

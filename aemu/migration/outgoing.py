@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BLOCK = RAM_BLOCK.encode()
 CHUNK = 1 << 20               #: bytes of page records per PART section
-POOL = 16                     #: section buffers in flight before waiting for the channel
+POOL = 8                      #: section buffers in flight before waiting for the channel
 WINDOW_MS = 100.0             #: QEMU's BUFFER_DELAY: the rate limit's window
 RP_TIMEOUT = 30.0             #: seconds to wait for the destination's verdict
 SPIN = 0.02                   #: seconds of polling, not sleeping, around a switch-over

@@ -25,7 +25,7 @@ HIGH_WATER = 4 << 20          #: stop reading the socket past this many buffered
 READ_CHUNK = 1 << 20          #: file reads
 SOCKET_BUFFER = 4 << 20       #: SO_SNDBUF/SO_RCVBUF asked for (the kernel caps it)
 SMALL_STORE = 64 << 10        #: receive store of a channel that mostly sends
-BULK_STORE = 8 << 20          #: receive store of a channel that takes a stream
+BULK_STORE = 4 << 20          #: receive store of a channel that takes a stream
 
 
 class ChannelError(ConnectionError):
