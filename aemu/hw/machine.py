@@ -689,6 +689,11 @@ class Machine:
                 handle.cancel()
         if self._epoch != epoch:        # the state was replaced while we slept
             return
+        if self.state is not RunState.RUNNING:
+            # stopped while asleep (pause, a snapshot or a migration): the
+            # wall time since then is not the guest's; it sleeps on from here
+            # when it runs again
+            return
         if self.pace == "realtime":
             elapsed_ns = int((time.monotonic() - self._wall_start) * 1e9)
             target = self.clock.ns_to_cycles(self._wall_ns_at_start + elapsed_ns)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import struct
+import zlib
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from aemu.cpu.core import PageHashes
@@ -28,7 +28,7 @@ from aemu.migration.multifd import MultifdReceiver
 from aemu.migration.options import Options
 from aemu.migration.outgoing import RAM_CHECK_VMSD, RP_TIMEOUT, SPIN, RamCheck
 from aemu.migration.status import PAGE_SIZE, Stats, Status, now_ms
-from aemu.migration.wire import (CMD_NAMES, CMD_OPEN_RETURN_PATH, CMD_PING, INIT_SIZE,
+from aemu.migration.wire import (CMD_NAMES, CMD_OPEN_RETURN_PATH, CMD_PING, COMMIT, INIT_SIZE,
                                  MULTIFD_MAGIC, RP_PONG, RP_SHUT, parse_multifd_init,
                                  rp_message)
 from aemu.savevm.codec import Reader, StreamError, Truncated, check_version, decode, encode
@@ -72,6 +72,9 @@ class Incoming:
         self.stats.total_pages = self.hashes.npages
         self.task: Optional[asyncio.Task] = None
         self.done = asyncio.Event()
+        #: the state is in the VM (stopped), waiting for the source's commit
+        self.loaded = False
+        self._refused: Optional[str] = None
         self._extra: list[Channel] = []
 
     def _set(self, status: Status) -> None:
@@ -106,7 +109,6 @@ class Incoming:
         self.vm.cpu.clear_ram(populate=True)
         self.hashes.reset()
         self._set(Status.SETUP)
-        loop = asyncio.get_running_loop()
         if self.uri.is_socket:
             self.listener = Listener(self.uri, self._on_channel)
             self.address = await self.listener.start()
@@ -115,9 +117,9 @@ class Incoming:
                 ch: Channel = await open_incoming_file(self.uri)
             else:
                 fd = resolve_fd(self.uri, self.fds)
-                ch = await channel_for_fd(os.dup(fd), f"fd:{self.uri.fd_name}", writing=False)
+                ch = await channel_for_fd(fd, f"fd:{self.uri.fd_name}", writing=False)
             self.address = self.uri
-            self.task = loop.create_task(self._run(ch))
+            self._start_task(ch)
         return self.address
 
     async def _on_channel(self, ch: SocketChannel) -> None:
@@ -129,18 +131,25 @@ class Incoming:
             return
         magic = int.from_bytes(ch.buf[:4], "big")
         if magic == MAGIC and self.main is None and self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run(ch))
+            self._start_task(ch)
             return
-        if magic == MULTIFD_MAGIC and self.opts.cap("multifd") and self.status in (
-                Status.SETUP, Status.ACTIVE):
+        if magic == MULTIFD_MAGIC and self.status in (Status.SETUP, Status.ACTIVE):
+            if not self.opts.cap("multifd"):
+                ch.abort()
+                self.refuse_channel("a multifd channel connected, but multifd is off here "
+                                    "(set the multifd capability on both sides)")
+                return
             try:
                 await asyncio.wait_for(ch.fill(INIT_SIZE), CONNECT_TIMEOUT)
-                _, cid = parse_multifd_init(bytes(ch.buf[:INIT_SIZE]))
-            except (asyncio.TimeoutError, ChannelError, StreamError):
+                uuid, cid = parse_multifd_init(bytes(ch.buf[:INIT_SIZE]))
+            except (asyncio.TimeoutError, ChannelError, StreamError) as exc:
                 ch.abort()
+                self.refuse_channel(f"a multifd channel failed its greeting: {exc}")
                 return
             ch.consume(INIT_SIZE)
-            self._receiver().add(ch, cid)
+            why = self._receiver().add(ch, cid, uuid)
+            if why:
+                self.refuse_channel(why)
             return
         ch.abort()       # a second main stream, or not a migration at all
 
@@ -151,6 +160,14 @@ class Incoming:
                                            hashes=self.hashes)
         return self.multifd
 
+    def _start_task(self, ch: Channel) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(ch))
+        self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not self.done.is_set():       # cancelled before its first step
+            self._finish(Status.CANCELLED, "cancelled")
+
     def cancel(self) -> None:
         if self.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             return
@@ -159,6 +176,15 @@ class Incoming:
             self.task.cancel()
         else:
             self._finish(Status.CANCELLED)
+
+    def refuse_channel(self, why: str) -> None:
+        """A channel this side cannot take (multifd off here, a bad channel
+        id ...): the migration fails, and says why."""
+        if self.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+            return
+        self._refused = why
+        if self.main is not None:
+            self.main.abort()
 
     def _finish(self, status: Status, error: Optional[str] = None) -> None:
         if self.listener is not None:
@@ -186,8 +212,9 @@ class Incoming:
             self._finish(Status.CANCELLED, "cancelled")
             return
         except Exception as exc:          # noqa: BLE001 - reported; the source resumes
-            message = str(exc) or type(exc).__name__
-            self._reply(ch, 1)
+            message = self._refused or str(exc) or type(exc).__name__
+            if not self.loaded:
+                self._reply(ch, 1)
             ch.close()
             self._finish(Status.FAILED, message)
             return
@@ -233,6 +260,7 @@ class Incoming:
                 continue
             ch.consume(r.pos)
             self._offset += r.pos
+            self._last_raw = r.data[:r.pos]
             return out
 
     async def _load(self, ch: Channel) -> bool:
@@ -280,6 +308,7 @@ class Incoming:
             return await self._load_mapped(ch)
         values_of: list[tuple[Section, Any]] = []
         seen: set[tuple[str, int]] = set()
+        crc = devices_crc = 0        # CRC-32 of the device sections' bytes, as sent
         ram_sid: Optional[int] = None
         ram_done = False
         while True:
@@ -307,6 +336,8 @@ class Incoming:
                 continue
             if kind in (START, FULL):
                 sid, idstr, instance, version = await self._decode(ch, _section_header)
+                if kind == FULL and idstr != "aemu-ram-check":
+                    crc = zlib.crc32(self._last_raw, crc)
                 key = (idstr, instance)
                 if key in seen:
                     raise StreamError(f"section {idstr!r} instance {instance} sent twice", at)
@@ -337,12 +368,17 @@ class Incoming:
                     _footer(r, sid)
                     return values
                 values = await self._decode(ch, device)
+                if idstr != "aemu-ram-check":
+                    crc = zlib.crc32(self._last_raw, crc)
+                else:
+                    devices_crc = crc
                 if idstr == "globalstate":
                     gs = GlobalState()
                     gs.buf = values["buf"]
                     parsed.globalstate = gs
                 elif idstr == "aemu-ram-check":
                     check.digest = values["digest"]
+                    check.devices = values["devices"]
                 else:
                     values_of.append((sec, values))
                 continue
@@ -370,9 +406,14 @@ class Incoming:
         if missing:
             raise StreamError("sections missing from the stream: " +
                               ", ".join(f"{i}/{n}" for i, n in missing))
-        if ("aemu-ram-check", 0) in seen and check.digest != self.hashes.digest():
-            raise StreamError("the RAM check failed: pages arrived different from how they "
-                              "were sent (a corrupted stream)", None, "aemu-ram-check")
+        if ("aemu-ram-check", 0) in seen:
+            if check.digest != self.hashes.digest():
+                raise StreamError("the RAM check failed: pages arrived different from how "
+                                  "they were sent (a corrupted stream)", None, "aemu-ram-check")
+            if check.devices != devices_crc:
+                raise StreamError("the device check failed: device state arrived different "
+                                  "from how it was sent (a corrupted stream)", None,
+                                  "aemu-ram-check")
         saved = parsed.globalstate.runstate if parsed.globalstate else "paused"
         try:
             state = RunState(saved)
@@ -400,21 +441,25 @@ class Incoming:
         return state is RunState.RUNNING and vm.autostart
 
     async def _commit(self, ch: Channel) -> None:
-        """After SHUT 0: the source closes the connection when it has taken
-        the verdict (then the guest may start here); a reset means it was
-        cancelled or failed, and resumed its own copy."""
+        """After SHUT 0: the source sends COMMIT once it has taken the verdict;
+        only then may the guest start here.  Anything else -- a reset (the
+        source was cancelled or failed, and resumed its own copy), a close,
+        silence -- leaves the loaded VM stopped here: it is an exact copy,
+        and ``cont`` starts it if the source turns out to be gone."""
+        self.loaded = True
+        stopped = ("the VM is loaded and stopped here (cont starts it if the source "
+                   "does not run it)")
         try:
-            await asyncio.wait_for(ch.fill(len(ch.buf) + 1), RP_TIMEOUT)
+            await asyncio.wait_for(ch.fill(len(COMMIT)), RP_TIMEOUT)
         except asyncio.TimeoutError:
-            raise ChannelError("the source did not confirm the switch-over; the VM stays "
-                               "stopped here (the source may still run it)") from None
+            raise ChannelError(f"the source did not confirm the switch-over; {stopped}") \
+                from None
         except ChannelError:
-            error = getattr(ch, "_error", None)
-            if error is not None:
-                raise ChannelError("the source dropped the connection after the load "
-                                   "(cancelled?); the VM stays stopped here") from None
-            return
-        raise StreamError("bytes after the end of the stream")
+            raise ChannelError(f"the connection ended before the source confirmed the "
+                               f"switch-over; {stopped}") from None
+        if bytes(ch.buf[:len(COMMIT)]) != COMMIT:
+            raise StreamError(f"the source sent something other than its commit; {stopped}")
+        ch.consume(len(COMMIT))
 
     async def _ram_records(self, ch: Channel) -> None:
         """Page records up to EOS, stored by C as they arrive."""
@@ -439,7 +484,7 @@ class Incoming:
                                           "ram")
                     self._receiver()
                 assert self.multifd is not None
-                await asyncio.wait_for(self.multifd.sync(), CONNECT_TIMEOUT)
+                await self.multifd.sync()
                 continue
             if stop == -1:
                 raise StreamError(_UNPACK_ERRORS.get(err, f"bad ram record ({err})"),

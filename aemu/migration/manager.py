@@ -130,6 +130,7 @@ class MigrationManager:
         job = Outgoing(self, parsed, self.fds)
         self.current = job
         job.task = asyncio.get_running_loop().create_task(job.run(), name="migrate")
+        job.task.add_done_callback(job.task_done)
         return job
 
     async def incoming(self, uri: str) -> Incoming:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BLOCK = RAM_BLOCK.encode()
 _SYNC = object()
+JOIN_TIMEOUT = 5.0            #: seconds for every multifd channel to be there at a FLUSH
 POOL_PACKETS = 16             #: packet buffers (8 MiB) in flight before waiting for the channels
 
 
@@ -123,14 +124,17 @@ class MultifdSender:
                 if not self._finished:
                     raise ChannelError("a multifd channel stopped")
 
-    async def send(self, pages: bytearray, pos: int) -> tuple[int, int, int]:
-        """One packet of the marked pages from ``pos``: (next pos, normal, zero)."""
+    async def send(self, pages: bytearray, pos: int,
+                   most: int = PAGES_PER_PACKET) -> tuple[int, int, int]:
+        """One packet of (up to ``most``) marked pages from ``pos``:
+        (next pos, normal, zero)."""
         self._check()
         if self._pool_next == len(self._pool):
             await self._drain()                 # no channel holds a pool buffer any more
         offsets = bytearray(8 * PAGES_PER_PACKET)
         data = self._pool[self._pool_next]
-        normal, zeros, pos = self.cpu.ram_gather(pages, pos, PAGES_PER_PACKET, offsets, data,
+        normal, zeros, pos = self.cpu.ram_gather(pages, pos, min(most, PAGES_PER_PACKET),
+                                                 offsets, data,
                                                  self.zero_detect, self.hashes)
         if normal + zeros:
             self._pool_next += 1
@@ -207,6 +211,8 @@ class MultifdReceiver:
         self.hashes = hashes
         self.channels: dict[int, Channel] = {}
         self.tasks: list[asyncio.Task] = []
+        self._uuid: Optional[bytes] = None
+        self._joined = asyncio.Event()
         self.bytes = 0
         self.pages = 0
         self.zero_pages = 0
@@ -221,15 +227,26 @@ class MultifdReceiver:
             self._zstd = zstandard
         self._closed = False
 
-    def add(self, ch: Channel, channel_id: int) -> None:
-        if channel_id >= self.nchannels or channel_id in self.channels:
+    def add(self, ch: Channel, channel_id: int, uuid: bytes = b"") -> Optional[str]:
+        """Take a channel that sent its greeting; returns why it was refused."""
+        why = None
+        if channel_id >= self.nchannels:
+            why = (f"multifd channel id {channel_id} is unexpected: multifd-channels is "
+                   f"{self.nchannels} here (set it the same on both sides)")
+        elif channel_id in self.channels:
+            why = f"multifd channel id {channel_id} connected twice"
+        elif self._uuid is not None and uuid != self._uuid:
+            why = "a multifd channel of another migration (its UUID differs)"
+        if why is not None:
             ch.abort()
-            self._fail(StreamError(f"multifd channel id {channel_id} is unexpected "
-                                   f"(multifd-channels is {self.nchannels} here)"))
-            return
+            self._fail(StreamError(why))
+            return why
+        self._uuid = uuid
         self.channels[channel_id] = ch
+        self._joined.set()
         task = asyncio.get_running_loop().create_task(self._run(ch, channel_id))
         self.tasks.append(task)
+        return None
 
     def _fail(self, exc: BaseException) -> None:
         if not self.failed.done():
@@ -298,6 +315,18 @@ class MultifdReceiver:
     async def sync(self) -> None:
         """At a FLUSH record: wait until every channel reached its SYNC, then
         let them all go on."""
+        # the source connects every channel before its first FLUSH: one that
+        # is still missing then is a multifd-channels mismatch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOIN_TIMEOUT
+        while len(self.channels) < self.nchannels and not self.failed.done():
+            self._joined.clear()
+            try:
+                await asyncio.wait_for(self._joined.wait(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise StreamError(f"only {len(self.channels)} of {self.nchannels} multifd "
+                                  "channels connected (set multifd-channels the same on "
+                                  "both sides)") from None
         waiter = asyncio.ensure_future(self._all_arrived.wait())
         done, _ = await asyncio.wait({waiter, self.failed}, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:

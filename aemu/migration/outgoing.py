@@ -21,6 +21,7 @@ import asyncio
 import gc
 import struct
 import time
+import zlib
 import uuid as uuidlib
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -29,14 +30,14 @@ from aemu.loop import RunState
 from aemu.migration.multifd import MultifdSender
 from aemu.migration.options import Options
 from aemu.migration.status import PAGE_SIZE, Stats, Status, now_ms
-from aemu.migration.wire import (CMD_OPEN_RETURN_PATH, CMD_PING, RAM_MULTIFD_FLUSH, RP_NAMES,
-                                 RP_PONG, RP_SHUT, command)
+from aemu.migration.wire import (CMD_OPEN_RETURN_PATH, CMD_PING, COMMIT, RAM_MULTIFD_FLUSH,
+                                 RP_NAMES, RP_PONG, RP_SHUT, command)
 from aemu.savevm.blocker import Mode
 from aemu.savevm.machine import globalstate_of, sections
 from aemu.savevm.codec import encode
 from aemu.savevm.stream import (END, EOF, FULL, GLOBALSTATE_VMSD, PART, RAM_BLOCK, RAM_EOS,
                                 RAM_VERSION, START, Section, _Writer, write_ram_setup)
-from aemu.transport.channel import Channel
+from aemu.transport.channel import Channel, SocketChannel
 from aemu.transport.uri import MigrationUri, connect
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BLOCK = RAM_BLOCK.encode()
 CHUNK = 1 << 20               #: bytes of page records per PART section
+ONE_PAGE = PAGE_SIZE + 32     #: room for one page record (with the block's name)
 POOL = 8                      #: section buffers in flight before waiting for the channel
 WINDOW_MS = 100.0             #: QEMU's BUFFER_DELAY: the rate limit's window
 RP_TIMEOUT = 30.0             #: seconds to wait for the destination's verdict
@@ -104,6 +106,15 @@ class Outgoing:
         if self.multifd is not None:
             n += self.multifd.bytes
         return n
+
+    def task_done(self, task: asyncio.Task) -> None:
+        """The task ended: if it was cancelled before its first step, ``run``
+        never ran its clean-up (the VM was not touched then)."""
+        if not self.done.is_set():
+            self.stats.end_ms = now_ms()
+            self._set(Status.CANCELLED)
+            self.done.set()
+            self.mgr.finished(self)
 
     def cancel(self) -> None:
         """migrate-cancel: stop wherever it is; the source VM carries on."""
@@ -187,6 +198,8 @@ class Outgoing:
 
         self.main = await connect(self.uri, fds=self.fds)
         self._check_cancel()
+        if return_path and not isinstance(self.main, SocketChannel):
+            raise MigrationError(f"return-path needs a socket; {self.uri} is a file")
         cpu = vm.cpu
         npages = -(-cpu.ram_size // PAGE_SIZE)
         stats.total_pages = npages
@@ -321,7 +334,9 @@ class Outgoing:
         npages = len(pending)
         if self.multifd is not None:
             while pos < npages:
-                pos, normal, zeros = await self.multifd.send(pending, pos)
+                budget = await self._budget()
+                pos, normal, zeros = await self.multifd.send(pending, pos,
+                                                             max(budget // PAGE_SIZE, 1))
                 stats.normal += normal
                 stats.duplicate += zeros
                 stats.remaining_pages = pending.count(1)
@@ -335,15 +350,17 @@ class Outgoing:
         # in the next pass, as with QEMU's migration thread)
         threaded = self.vm.state.is_live
         while pos < npages:
-            pos, used = await self._section_of_pages(pending, pos, zero_mode, threaded=threaded)
+            budget = await self._budget()
+            pos, used = await self._section_of_pages(pending, pos, zero_mode, threaded=threaded,
+                                                     cap=budget)
             self.stats.remaining_pages = pending.count(1)      # what this pass has left
             if used:
                 await self._rate_limit(used)
             self._check_cancel()
 
     async def _section_of_pages(self, pending: bytearray, pos: int, zero_mode: int, *,
-                                threaded: bool = False, final: bool = False
-                                ) -> tuple[int, int]:
+                                threaded: bool = False, final: bool = False,
+                                cap: int = CHUNK) -> tuple[int, int]:
         """One PART section of page records -- or, ``final``, the END section
         once the pages are all out -- packed by C straight into a buffer of
         the pool and handed to the channel as it is: no copy, no fresh memory
@@ -355,7 +372,7 @@ class Outgoing:
             await main.flush()              # the channel holds none of them any more
             self._pool_next = 0
         chunk = self._pool[self._pool_next]
-        body = memoryview(chunk)[5:5 + CHUNK]
+        body = memoryview(chunk)[5:5 + max(min(cap, CHUNK), ONE_PAGE)]
         cpu = self.vm.cpu
         if threaded:
             used, pos, _, normal, zeros = await asyncio.to_thread(
@@ -403,21 +420,28 @@ class Outgoing:
         w.footer(self._ram_id)
         await self._flush_writer()
 
-    async def _rate_limit(self, nbytes: int) -> None:
-        """max-bandwidth bytes/s in 100 ms windows (0: no limit); always lets
-        the guest and the event loop have a turn."""
+    async def _budget(self) -> int:
+        """How many bytes of pages may go now: max-bandwidth bytes/s in 100 ms
+        windows (QEMU's), so a section is cut to what the window has left
+        (at least one page) and the next waits for the next window."""
         limit = self.opts["max-bandwidth"]
+        if not limit:
+            return CHUNK
+        per_window = limit * WINDOW_MS / 1000.0
+        while True:
+            now = now_ms()
+            if now - self._window_start >= WINDOW_MS:
+                self._window_start, self._window_bytes = now, 0
+            left = per_window - self._window_bytes
+            if left >= ONE_PAGE or self._window_bytes == 0:
+                return int(min(CHUNK, max(left, ONE_PAGE)))
+            await asyncio.sleep((self._window_start + WINDOW_MS - now) / 1000.0)
+            self._check_cancel()
+
+    async def _rate_limit(self, nbytes: int) -> None:
+        """Count what went out; let the guest and the event loop have a turn."""
         self._window_bytes += nbytes
-        now = now_ms()
-        if now - self._window_start >= WINDOW_MS:
-            self._window_start, self._window_bytes = now, nbytes
-        if limit and self._window_bytes >= limit * WINDOW_MS / 1000.0:
-            wait = self._window_start + WINDOW_MS - now
-            if wait > 0:
-                await asyncio.sleep(wait / 1000.0)
-            self._window_start, self._window_bytes = now_ms(), 0
-        else:
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
     def _auto_converge(self, dirtied: int, transferred: int) -> None:
         """QEMU's rule: the guest dirtied more than throttle-trigger-threshold %
@@ -450,14 +474,19 @@ class Outgoing:
             desc = encode(sec.vmsd, sec.obj, out)
             self._encoded[sec.idstr] = (gen, bytes(out), desc)
 
-    def _write_devices(self, secs: list[Section], globalstate: Any) -> None:
-        """Every device section, globalstate and EOF, each section handed to
-        the channel as soon as it is made (the destination decodes one while
-        the next is encoded)."""
+    def _write_devices(self, secs: list[Section], globalstate: Any, check: "RamCheck") -> None:
+        """Every device section, globalstate, the check and EOF, each section
+        handed to the channel as soon as it is made (the destination decodes
+        one while the next is encoded).  The check's CRC covers the bytes of
+        every section before it."""
         w, main = self.writer, self.main
         assert main is not None
         cache = getattr(self, "_encoded", {})
-        for sec in [*secs, Section("globalstate", 0, GLOBALSTATE_VMSD, globalstate)]:
+        crc = 0
+        for sec in [*secs, Section("globalstate", 0, GLOBALSTATE_VMSD, globalstate),
+                    Section("aemu-ram-check", 0, RAM_CHECK_VMSD, check)]:
+            if sec.obj is check:
+                check.devices = crc
             sid = w.header(FULL, sec.idstr, sec.instance_id, sec.vmsd.version)
             hit = cache.get(sec.idstr)
             if hit is not None and hit[0] == getattr(sec.obj, "_generation", None):
@@ -472,6 +501,7 @@ class Outgoing:
             if "subsections" in desc:
                 entry["subsections"] = desc["subsections"]
             w.devices.append(entry)
+            crc = zlib.crc32(w.out, crc)
             main.write(w.out)
             w.out = bytearray()
         w.out.append(EOF)
@@ -559,8 +589,7 @@ class Outgoing:
                     break
         assert self.hashes is not None
         check = RamCheck(self.hashes.digest())
-        self._write_devices([*sections(vm), Section("aemu-ram-check", 0, RAM_CHECK_VMSD,
-                                                    check)], globalstate_of(vm))
+        self._write_devices(sections(vm), globalstate_of(vm), check)
         w.description()                 # made while the destination loads
         await self._flush_writer()
         if self.multifd is not None:
@@ -574,7 +603,10 @@ class Outgoing:
                                      "after the device state") from None
             if code != 0:
                 raise MigrationError(f"the destination failed to load the state (SHUT {code})")
-            self.main.close()          # type: ignore[union-attr]   the destination starts now
+            self._check_cancel()       # a cancel that came with the verdict still counts
+            # the commit: from here on the destination runs the guest
+            self.main.write(COMMIT)    # type: ignore[union-attr]
+            self.main.close()          # type: ignore[union-attr]
         else:
             assert self.main is not None
             await self.main.flush()
@@ -631,17 +663,19 @@ class Outgoing:
 
 
 class RamCheck:
-    """aemu's end-to-end RAM check: the digest of every page's hash as the
-    source last sent it (aemu/cpu/core.py PageHashes)."""
+    """aemu's end-to-end check: the digest of every page's hash as the source
+    last sent it (aemu/cpu/core.py PageHashes), and the CRC-32 of the bytes
+    of every device section (header to footer) sent before it."""
 
-    def __init__(self, digest: int = 0) -> None:
+    def __init__(self, digest: int = 0, devices: int = 0) -> None:
         self.digest = digest
+        self.devices = devices
 
 
 def _ram_check_vmsd() -> Any:
-    from aemu.savevm.vmstate import Priority, VMStateDescription, u64
+    from aemu.savevm.vmstate import Priority, VMStateDescription, u32, u64
     return VMStateDescription("aemu-ram-check", version=1, minimum_version=1,
-                              priority=Priority.LOW, fields=[u64("digest")])
+                              priority=Priority.LOW, fields=[u64("digest"), u32("devices")])
 
 
 RAM_CHECK_VMSD = _ram_check_vmsd()

@@ -21,6 +21,13 @@ RP_PONG = 2
 RP_NAMES = {1: "SHUT", 2: "PONG", 3: "REQ_PAGES_ID", 4: "REQ_PAGES", 5: "RECV_BITMAP",
             6: "RESUME_ACK", 7: "SWITCHOVER_ACK"}
 
+#: aemu's commit: after the destination's SHUT 0 the source sends these bytes
+#: on the main channel (after the stream's end, where QEMU sends nothing) and
+#: only then closes; the destination starts the guest only when it read them.
+#: A FIN alone is not enough: a relay that dies or a half-closed connection
+#: looks the same as a source that finished.
+COMMIT = b"aemu-go\n"
+
 # RAM record flag: "every multifd channel syncs here" (a record of the main stream)
 RAM_MULTIFD_FLUSH = 0x200
 

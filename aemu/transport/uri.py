@@ -15,7 +15,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping, Optional
+from typing import Awaitable, Callable, MutableMapping, Optional
 
 from aemu.transport.channel import (BULK_STORE, Channel, ChannelError, FileChannel,
                                     SocketChannel, open_socket)
@@ -84,10 +84,12 @@ def parse_uri(uri: str) -> MigrationUri:
     raise UriError(f"unsupported migration URI {uri!r}: use tcp:, unix:, fd: or file:")
 
 
-def resolve_fd(uri: MigrationUri, fds: Mapping[str, int]) -> int:
-    """The descriptor an fd: URI names: a getfd name, else a plain number."""
+def resolve_fd(uri: MigrationUri, fds: "MutableMapping[str, int]") -> int:
+    """The descriptor an fd: URI names -- a getfd name, else a plain number --
+    taken over: a named one leaves ``fds``, as QEMU's migration consumes it
+    (the channel closes it when the migration ends)."""
     if uri.fd_name in fds:
-        return fds[uri.fd_name]
+        return fds.pop(uri.fd_name)
     if uri.fd_name.isdigit():
         fd = int(uri.fd_name)
         try:
@@ -98,7 +100,8 @@ def resolve_fd(uri: MigrationUri, fds: Mapping[str, int]) -> int:
     raise UriError(f"File descriptor named '{uri.fd_name}' not found")
 
 
-async def connect(uri: MigrationUri, *, fds: Mapping[str, int] = {}, timeout: float = 10.0,
+async def connect(uri: MigrationUri, *, fds: "MutableMapping[str, int] | None" = None,
+                  timeout: float = 10.0,
                   label: str = "migration") -> Channel:
     """Open the outgoing end of ``uri``."""
     if uri.kind == "file":
@@ -109,8 +112,8 @@ async def connect(uri: MigrationUri, *, fds: Mapping[str, int] = {}, timeout: fl
             raise ChannelError(f"cannot write {uri.path!r}: {strerror(exc)}") from None
         return FileChannel(fd, f"file {uri.path}", uri.offset)
     if uri.kind == "fd":
-        fd = resolve_fd(uri, fds)
-        return await channel_for_fd(os.dup(fd), f"fd:{uri.fd_name}", writing=True)
+        fd = resolve_fd(uri, fds if fds is not None else {})
+        return await channel_for_fd(fd, f"fd:{uri.fd_name}", writing=True)
     loop = asyncio.get_running_loop()
     name = f"{label} to {uri}"
     try:
