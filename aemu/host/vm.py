@@ -187,7 +187,9 @@ async def run_with_qmp(machine: Any, qmp: str, confinement: Confinement,
         from aemu.migration.incoming import Incoming
 
         def on_finished(job: Any) -> None:
-            if isinstance(job, Incoming) and job.status is Status.FAILED and vm.exit_on_error:
+            # a VM loaded but not committed is an exact copy, stopped: keep it
+            if isinstance(job, Incoming) and job.status is Status.FAILED and \
+                    vm.exit_on_error and not job.loaded:
                 failure.append(job.error or "failed")
                 vm.quit_requested.set()
         vm.migration.on_finished.append(on_finished)
