@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import struct
 import time
 import zlib
@@ -566,10 +567,13 @@ class Outgoing:
         log.clear()
         zero_mode = ZERO_SEND if opts["zero-page-detection"] == "none" else ZERO_RECORD
         w = self.writer
-        # a few last pages go inline in the main stream: safe after the last
-        # pass's FLUSH (the channels' copies are stored by then), and no
-        # SYNC round trip through every channel while the guest is stopped
-        inline = len(pending) - pending.count(0) <= INLINE_FINAL_PAGES
+        # the last pages go inline in the main stream (safe after the last
+        # pass's FLUSH: the channels' copies are stored by then) unless they
+        # are many and compression has cores to run on: the destination reads
+        # every channel on one thread, so uncompressed multifd gains nothing
+        # there, and the SYNC round through every channel costs downtime
+        inline = (len(pending) - pending.count(0) <= INLINE_FINAL_PAGES
+                  or opts["multifd-compression"] == "none" or (os.cpu_count() or 1) <= 2)
         if self.multifd is not None and not inline:
             await self._send_pages(pending, zero_mode)
             await self._multifd_flush()
