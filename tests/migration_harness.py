@@ -11,9 +11,10 @@ test_migration_faults.py); no tests here.
   cycles, so RAM and output must be equal byte for byte);
 * ``Proxy``: a unix/tcp forwarder between source and destination that flips,
   overwrites, cuts (FIN or RST), pauses the stream at a byte offset, and
-  interferes with the return path's SHUT;
-* ``stream_map``: where the header, commands, RAM records and device
-  sections of a (reference) stream are.
+  interferes with the return path's SHUT and the source's commit after it;
+* ``stream_map``: where the header, commands, RAM records, device sections,
+  the description and the source's commit (wire.COMMIT) of a (reference)
+  stream are.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from aemu.hw.machine import Machine
 from aemu.loop import RunState
 from aemu.migration import MigrationManager, Status
 from aemu.migration.outgoing import RAM_CHECK_VMSD, RamCheck
+from aemu.migration.wire import COMMIT
 from aemu.savevm.codec import Reader, decode
 from aemu.savevm.machine import sections
 from aemu.savevm.stream import (COMMAND, CONFIG_VMSD, END, EOF, FULL, GLOBALSTATE_VMSD, PART,
@@ -404,7 +406,8 @@ class _Conn:
         self.cwriter: Optional[asyncio.StreamWriter] = None
         self.uwriter: Optional[asyncio.StreamWriter] = None
         self.dead = False
-        self.reset_on_eof = False
+        self.after_shut: Optional[str] = None  # forward-then-X: X, once SHUT went back
+        self.tail = bytearray()                # forward-then-X: bytes held back
 
 
 class Proxy:
@@ -413,9 +416,13 @@ class Proxy:
     connection starting with QEVM), ``multifd`` to multifd channel N (by its
     id); ``shut``: what to do with the destination's SHUT on the return path
     -- None (forward), "reset" (reset both sides instead), "hold" (never
-    forward it), "forward-then-reset" (forward it; when the source then
-    closes, reset the destination instead of passing the FIN on), "split"
-    (never forward it: a FIN to the destination, a reset to the source).
+    forward it), "split" (never forward it: a FIN to the destination, a
+    reset to the source), or "forward-then-X": forward it, but the source's
+    commit never reaches the destination -- the proxy withholds the last
+    len(COMMIT) bytes before the source's EOF (kept in ``withheld``) and
+    then, X: "reset" (a reset instead of the FIN), "fin" (the FIN alone),
+    "garble" (other bytes of the commit's length, then the FIN) or
+    "silence" (nothing: the connection stays open).
 
     ``fired`` is set when a fault happened; ``paused`` when a ``pause``
     offset was reached (``proceed.set()`` continues)."""
@@ -438,6 +445,7 @@ class Proxy:
         self.tasks: set[asyncio.Task] = set()
         self.captured: dict[int, bytearray] = {}
         self.capture = False
+        self.withheld: Optional[bytes] = None    #: forward-then-X: what the source sent last
 
     async def start(self, listen: str) -> str:
         self.server, addr = await start_server(listen, self._handle)
@@ -528,8 +536,19 @@ class Proxy:
                         writer.write(bytes(conn.scan))
                         conn.forwarded += len(conn.scan)
                         conn.scan = bytearray()
-                    if conn.reset_on_eof:           # forward-then-reset
-                        self._kill(conn, reset=True)
+                    if conn.after_shut is not None:     # forward-then-X
+                        # the commit (the source's last bytes) goes nowhere
+                        self.withheld = bytes(conn.tail)
+                        self.fired.set()
+                        if conn.after_shut == "reset":
+                            self._kill(conn, reset=True)
+                        elif conn.after_shut in ("fin", "garble"):
+                            with contextlib.suppress(OSError, RuntimeError):
+                                if conn.after_shut == "garble":
+                                    writer.write(b"aemu-no\n")
+                                writer.write_eof()
+                        else:
+                            assert conn.after_shut == "silence", conn.after_shut
                     elif not conn.dead:
                         with contextlib.suppress(OSError, RuntimeError):
                             writer.write_eof()
@@ -545,6 +564,14 @@ class Proxy:
                 data = await self._apply(conn, bytearray(data))
                 if data is None:
                     return
+                if conn.after_shut is not None:
+                    # after SHUT went back: hold the last len(COMMIT) bytes back,
+                    # so that the source's commit is never forwarded
+                    data = conn.tail + data
+                    conn.tail = data[len(data) - len(COMMIT):]
+                    data = data[:len(data) - len(COMMIT)]
+                    if not data:
+                        continue
                 writer.write(data)
                 conn.forwarded += len(data)
                 await writer.drain()
@@ -646,8 +673,8 @@ class Proxy:
                             return
                         if self.shut == "hold":
                             continue
-                        if self.shut == "forward-then-reset":
-                            conn.reset_on_eof = True
+                        if self.shut.startswith("forward-then-"):
+                            conn.after_shut = self.shut[len("forward-then-"):]
                         if self.shut == "split":
                             # the destination sees a FIN (as if the source had taken
                             # the verdict and closed), the source a reset before SHUT
@@ -676,7 +703,9 @@ class StreamMap:
     records: list[tuple[int, int, int]] = field(default_factory=list)  #: (start, flags, page)
     devices: list[tuple[int, str, int]] = field(default_factory=list)  #: (start, idstr, end)
     eof: int = 0
-    vmdesc: int = 0
+    vmdesc: int = 0                                  #: the description (0: none)
+    vmdesc_end: int = 0
+    commit: int = 0                                  #: the source's commit after it (0: none)
 
     def page_records(self) -> list[tuple[int, int, int]]:
         """(record start, page number, data start) of the records with page data."""
@@ -752,6 +781,11 @@ def stream_map(data: bytes, vm: Machine) -> StreamMap:
     if r.remaining():
         m.vmdesc = r.pos
         assert r.u8() == VMDESC
+        r.take(r.uint(4))
+        m.vmdesc_end = r.pos
+    if r.remaining():                                # a captured stream: the commit follows
+        assert data[r.pos:] == COMMIT, data[r.pos:r.pos + 32]
+        m.commit = r.pos
     return m
 
 

@@ -15,6 +15,12 @@ After each fault one of two things holds:
 * or the destination holds an exact copy (RAM and clock equal to the
   stopped source's) and the source knows it (postmigrate).
 
+With a return path the destination starts the guest only after the
+source's commit (wire.COMMIT, sent after SHUT 0); a load that is not
+followed by exactly that -- a FIN, a reset, silence -- leaves the
+destination FAILED with the VM loaded and stopped (``inc.loaded``), and
+``cont`` can start it there.
+
 Destinations have autostart on (a completed load would start the guest), so
 "never both running" is tested, not implied by a paused destination.  Most
 stream offsets come from a reference stream of a paused source with a
@@ -27,9 +33,10 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import struct
-import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -43,13 +50,15 @@ from migration_harness import (START_CYCLES, Fault, FakeDestination, FullBacklog
 
 from aemu.loop import RunState
 from aemu.migration import Status
+from aemu.migration import multifd as multifd_mod
 from aemu.migration import outgoing as outgoing_mod
 from aemu.migration.incoming import Incoming
 from aemu.migration.multifd import MultifdReceiver
-from aemu.migration.wire import (MULTIFD_FLAG_SYNC, MULTIFD_FLAG_ZSTD, PACKET_FIXED,
+from aemu.migration.outgoing import RAM_CHECK_VMSD, RamCheck
+from aemu.migration.wire import (COMMIT, MULTIFD_FLAG_SYNC, MULTIFD_FLAG_ZSTD, PACKET_FIXED,
                                  PAGES_PER_PACKET, multifd_init, packet_header,
                                  parse_multifd_init, parse_packet_header)
-from aemu.savevm.codec import StreamError
+from aemu.savevm.codec import Reader, StreamError, decode
 from aemu.transport.channel import Channel, ChannelError
 
 FAST = {"max-bandwidth": 0}
@@ -95,6 +104,27 @@ async def capture_stream(d: Path, caps: list[str], *, cycles: int = START_CYCLES
         return data, stream_map(data, rig.src.vm), bytes(rig.src.vm.cpu.ram)
 
 
+def ram_check_of(data: bytes, smap: Any) -> tuple[int, int]:
+    """(digest, devices) of the stream's aemu-ram-check section."""
+    start, end = smap.device("aemu-ram-check")
+    head = 1 + 4 + 1 + len("aemu-ram-check") + 4 + 4
+    values = decode(RAM_CHECK_VMSD, RamCheck(), Reader(data[start + head:end - 5]),
+                    RAM_CHECK_VMSD.version)
+    return values["digest"], values["devices"]
+
+
+def devices_crc(data: bytes, smap: Any) -> int:
+    """What the check's ``devices`` must be: the CRC-32 of the bytes of every
+    FULL section before it, each from its section-type byte through its
+    footer."""
+    crc = 0
+    for start, name, end in smap.devices:
+        if name == "aemu-ram-check":
+            break
+        crc = zlib.crc32(data[start:end], crc)
+    return crc
+
+
 @pytest.fixture(scope="module")
 def ref() -> Ref:
     d = Path(tempfile.mkdtemp(prefix="aemu-ref-"))
@@ -115,8 +145,20 @@ def test_reference_stream_layout(ref: Ref) -> None:
     assert len(m.page_records()) > 3328                       # the buffer and the image
     names = [n for _, n, _ in m.devices]
     assert {"cpu", "uart0", "clock", "aemu-ram-check", "globalstate"} <= set(names)
-    assert names[-1] == "globalstate" and m.devices[-1][2] == m.eof
-    assert m.vmdesc == m.eof + 1 and m.total > m.vmdesc
+    assert len(names) == len(set(names))
+    # the check comes last, after globalstate (then EOF): its CRC covers the
+    # bytes of every section before it, section-type byte through footer
+    assert names[-2:] == ["globalstate", "aemu-ram-check"] and m.devices[-1][2] == m.eof
+    assert m.devices[0][0] == m.ram_sections[-1][2]          # right after the ram END
+    chk_start, chk_end = m.device("aemu-ram-check")
+    assert chk_end - chk_start == 1 + 4 + 1 + 14 + 4 + 4 + 8 + 4 + 5     # digest u64, devices u32
+    digest, devices = ram_check_of(ref.data, m)
+    assert devices == devices_crc(ref.data, m) != 0
+    assert digest != 0
+    assert m.vmdesc == m.eof + 1 and m.vmdesc_end > m.vmdesc
+    # after the description, the source's commit (it had SHUT 0), and nothing else
+    assert m.commit == m.vmdesc_end and ref.data[m.commit:] == COMMIT
+    assert m.total == m.commit + len(COMMIT)
     # the first device section's header is a unique marker in the stream
     # (used to find the device state in live streams, whose length varies)
     first = m.devices[0][1]
@@ -182,6 +224,23 @@ async def settle(o: Outcome, *, inc_may_wait: bool = False) -> None:
             o.inc.cancel()
     await wait_done(o.inc, 20)
     await asyncio.sleep(0.01)                 # a guest that would start, starts now
+
+
+HELD = r"the VM is loaded and stopped here"
+
+
+def assert_held_stopped(o: Outcome) -> None:
+    """The destination loaded everything and answered SHUT 0, but never got
+    the source's commit: its migration failed saying so, the VM is loaded
+    and paused (not started, whatever autostart says), and no SHUT 1 went
+    back after the SHUT 0."""
+    inc, dst = o.inc, o.rig.dst.vm
+    assert inc.status is Status.FAILED, (inc.status, inc.error)
+    assert inc.loaded
+    assert inc.error and re.search(HELD, inc.error), inc.error
+    assert dst.state is RunState.PAUSED, dst.state
+    if o.px is not None and o.px.shut_code is not None:
+        assert o.px.shut_code == 0
 
 
 async def check_after(o: Outcome, happened: str) -> None:
@@ -263,15 +322,23 @@ def _corruptions(ref: Ref) -> dict[str, tuple[int, int, str, str]]:
         "cpu-section-version": (cpu_start + 6 + 3 + 7, 0x40, "resume", r"version"),
         "cpu-section-footer-id": (cpu_end - 1, 0x01, "resume", r"section footer has id"),
         "cpu-section-kind": (cpu_start, 0x01, "resume", r"section|unknown"),
-        "ram-check-digest": (chk_end - 6, 0x01, "resume", r"the RAM check failed"),
+        # the check: digest (u64), devices (u32), footer
+        "ram-check-digest": (chk_end - 5 - 4 - 1, 0x01, "resume", r"the RAM check failed"),
+        "ram-check-devices": (chk_end - 5 - 1, 0x01, "resume", r"the device check failed"),
         "ram-check-name": (chk_start + 8, 0x01, "resume", r"unknown section"),
+        # a field value that decodes fine: only the device CRC sees it
+        "cpu-value": (cpu_start + 17 + 3, 0x01, "resume", r"the device check failed"),
         "globalstate-runstate": (d.index(b"paused", gs_start), 0x20, "resume",
-                                 r"unknown run state"),
+                                 r"the device check failed"),
         "eof-byte": (m.eof, 0x40, "resume", r"unknown section type"),
     }
     for _, name, end in m.devices:        # every device's footer marker
         if name not in ("cpu",):
             out[f"{name}-footer"] = (end - 5, 0x01, "resume", r"missing section footer")
+    for start, name, _ in m.devices:      # every device's first value byte (its header:
+        if name not in ("cpu", "globalstate", "aemu-ram-check"):    # type, id, name, 2 u32)
+            out[f"{name}-first-value"] = (start + 1 + 4 + 1 + len(name) + 4 + 4, 0x01, "resume",
+                                          r"the device check failed")
     return out
 
 
@@ -282,17 +349,21 @@ def _corruption_ids() -> list[str]:
             "record-block-name", "page-data-first", "page-data-buffer-test-byte",
             "page-data-buffer-record-head", "page-data-last", "ram-part-footer",
             "ram-part-section-id", "ram-end-kind", "cpu-section-name", "cpu-section-version",
-            "cpu-section-footer-id", "cpu-section-kind", "ram-check-digest", "ram-check-name",
-            "globalstate-runstate", "eof-byte", "icu-footer", "timer0-footer",
-            "timer1-footer", "uart0-footer", "wdt-footer", "clock-footer",
-            "aemu-ram-check-footer", "globalstate-footer"]
+            "cpu-section-footer-id", "cpu-section-kind", "ram-check-digest",
+            "ram-check-devices", "ram-check-name", "cpu-value", "globalstate-runstate",
+            "eof-byte", "icu-footer", "timer0-footer", "timer1-footer", "uart0-footer",
+            "wdt-footer", "clock-footer", "aemu-ram-check-footer", "globalstate-footer",
+            "icu-first-value", "timer0-first-value", "timer1-first-value",
+            "uart0-first-value", "wdt-first-value", "clock-first-value"]
 
 
 @pytest.mark.parametrize("where", _corruption_ids())
 def test_corrupt_byte_paused_source(short_tmp, ref, where) -> None:
     """One flipped byte anywhere that matters: the destination refuses the
-    stream (a flipped page byte by the RAM check), answers SHUT 1 or
-    drops the connection, the paused source stays paused and unchanged."""
+    stream (a flipped page byte by the RAM check, a flipped device value
+    -- globalstate and the check included -- by the device check), answers
+    SHUT 1 or drops the connection, the paused source stays paused and
+    unchanged."""
     offset, mask, expect, dst_error = _corruptions(ref)[where]
 
     async def main() -> None:
@@ -326,38 +397,53 @@ def test_corrupt_magic_is_not_a_migration(short_tmp) -> None:
     run_async(main())
 
 
-def test_corrupt_description_is_harmless(short_tmp, ref) -> None:
+@pytest.mark.parametrize("where", [
+    "json-value",
+    "json-syntax",
+])
+def test_corrupt_description_is_harmless(short_tmp, ref, where) -> None:
     """The JSON description after EOF is not needed for the load: with a
-    return path a damaged one does not fail the migration."""
+    return path a damaged one does not fail the migration (the source's
+    commit follows it: the destination completes).  json-value: still JSON
+    (a letter of a key); json-syntax: not JSON any more (its opening brace)."""
+    at = {"json-value": ref.map.vmdesc + 8, "json-syntax": ref.map.vmdesc + 5}[where]
+    assert ref.data[ref.map.vmdesc + 5:ref.map.vmdesc + 9] == b'{"pa'
+
     async def main() -> None:
-        o = await start_fault(short_tmp, live=False,
-                              main=Fault(flip={ref.map.vmdesc + 8: 0x01}))
+        o = await start_fault(short_tmp, live=False, main=Fault(flip={at: 0x01}))
         try:
             await settle(o)
-            happened = assert_vm_kept(o, live=False, expect="either")
+            assert o.px.fired.is_set()
+            happened = assert_vm_kept(o, live=False, expect="complete")
+            assert o.inc.status is Status.COMPLETED, o.inc.error
             await check_after(o, happened)
         finally:
             await o.rig.aclose()
     run_async(main())
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN GAP: only RAM is end-to-end checked "
-                   "(aemu-ram-check); a flipped byte in a device section's field values "
-                   "(here a CPU register) loads silently, so the destination runs a guest "
-                   "that differs from the source's while the source is postmigrate")
-def test_corrupt_device_value_is_detected(short_tmp, ref) -> None:
+@pytest.mark.parametrize("live", [False, True], ids=["paused", "running"])
+def test_corrupt_device_value_is_detected(short_tmp, ref, live) -> None:
+    """A flipped byte in a device section's field values (a CPU register)
+    decodes fine; the check's CRC of the device sections refuses it, so the
+    destination never runs a guest that differs from the source's: the
+    source resumes.  (Running: found by the section's header, as the
+    stream's length varies.)"""
     cpu_start, _ = ref.map.device("cpu")
-    offset = cpu_start + 6 + 3 + 8 + 3           # a byte inside the first CPU field
+    inside = 6 + 3 + 8 + 3                       # a byte inside the first CPU field
+    fault = (Fault(marker=ref.device_header("cpu"), flip={inside: 0x01}) if live
+             else Fault(flip={cpu_start + inside: 0x01}))
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=False, main=Fault(flip={offset: 0x01}))
+        o = await start_fault(short_tmp, live=live, main=fault)
         try:
             await settle(o)
-            happened = assert_vm_kept(o, live=False, expect="either")
-            if happened == "complete":
-                src_state = o.rig.src.vm.cpu.get_state()
-                dst_state = o.rig.dst.vm.cpu.get_state()
-                assert src_state == dst_state, "the destination's CPU differs"
+            assert o.px.fired.is_set()
+            happened = assert_vm_kept(o, live=live, expect="resume",
+                                      dst_error=r"the device check failed")
+            assert o.inc.status is Status.FAILED and not o.inc.loaded
+            assert o.rig.dst.vm.state is RunState.INMIGRATE
+            await check_after(o, happened)
         finally:
             await o.rig.aclose()
     run_async(main())
@@ -403,27 +489,25 @@ def _cut_points(ref: Ref) -> dict[str, int]:
         "device-state": m.device("cpu")[0] + 20,
         "before-eof": m.eof,
         "after-eof": m.eof + 1,
-        "in-description": m.total - 10,
+        "in-description": m.vmdesc_end - 10,
+        "before-commit": m.commit,
+        "in-commit": m.commit + 3,
     }
 
 
 CUTS = ["header", "ram-setup", "first-pages", "last-pages", "device-state", "before-eof",
         "after-eof", "in-description"]
-FIN_AFTER_EOF = pytest.mark.xfail(strict=True, reason="DESIGN BUG (incoming.py "
-                                  "Incoming._commit): a connection closed (FIN) after the "
-                                  "stream's EOF byte: the destination answers SHUT 0 and takes "
-                                  "the FIN for the source's commit (completed; a running guest "
-                                  "would start), the source never got SHUT 0 and resumes")
+#: cut after the destination's SHUT 0 reached the source: only the commit is missing
+COMMIT_CUTS = ["before-commit", "in-commit"]
 
 
 @pytest.mark.parametrize("reset", [True, False], ids=["rst", "fin"])
 @pytest.mark.parametrize("where", CUTS)
-def test_cut_stream_paused_source(short_tmp, ref, where, reset, request) -> None:
-    if not reset and where in ("after-eof", "in-description"):
-        request.applymarker(FIN_AFTER_EOF)
+def test_cut_stream_paused_source(short_tmp, ref, where, reset) -> None:
     """The connection closes (reset, or FIN both ways) after K bytes: the
-    source learns it (no SHUT 0), stays paused; the destination fails or
-    stays stopped."""
+    source learns it (no SHUT 0), stays paused; the destination fails.  A
+    FIN after the stream's EOF byte is not the source's commit: the
+    destination, which loaded everything, holds the VM stopped."""
     cut = _cut_points(ref)[where]
 
     async def main() -> None:
@@ -433,7 +517,37 @@ def test_cut_stream_paused_source(short_tmp, ref, where, reset, request) -> None
             assert o.px.fired.is_set()
             happened = assert_vm_kept(o, live=False, src_error=r".")
             assert o.inc.status is Status.FAILED
+            if not reset and where in ("after-eof", "in-description"):
+                # every byte up to EOF arrived before the FIN: loaded, then no commit
+                assert_held_stopped(o)
+            elif where not in ("after-eof", "in-description"):
+                assert not o.inc.loaded
+                assert o.rig.dst.vm.state is RunState.INMIGRATE
             await check_after(o, happened)
+        finally:
+            await o.rig.aclose()
+    run_async(main())
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["rst", "fin"])
+@pytest.mark.parametrize("where", COMMIT_CUTS)
+def test_cut_before_the_commit(short_tmp, ref, where, reset) -> None:
+    """The stream is cut after the description, where the source's commit
+    goes (whole or in part): SHUT 0 reached the source (postmigrate), the
+    destination never read the whole commit and holds an exact copy
+    stopped; ``cont`` starts it there."""
+    cut = _cut_points(ref)[where]
+
+    async def main() -> None:
+        o = await start_fault(short_tmp, live=False, main=Fault(cut=cut, reset=reset))
+        try:
+            await settle(o)
+            assert o.px.fired.is_set()
+            happened = assert_vm_kept(o, live=False, expect="complete")
+            assert_held_stopped(o)
+            await check_after(o, happened)
+            o.rig.dst.vm.resume()                    # cont: the copy here runs
+            assert o.rig.dst.vm.state is RunState.RUNNING
         finally:
             await o.rig.aclose()
     run_async(main())
@@ -453,21 +567,25 @@ def test_cut_stream_running_source(short_tmp, ref, where, run) -> None:
     cut_running(short_tmp, fault, run, params)
 
 
-@FIN_AFTER_EOF
 def test_fin_after_eof_running_source(short_tmp, ref) -> None:
-    """The same FIN with the guest running: it would run on both sides."""
+    """The same FIN with the guest running: a FIN is not the commit, so the
+    destination holds the loaded VM stopped while the source (no SHUT 0)
+    resumes -- it never runs on both sides."""
     m = ref.map
     marker = ref.device_header(m.devices[0][1])
     cut_running(short_tmp, Fault(marker=marker, cut=m.eof + 1 - m.devices[0][0], reset=False),
-                run_async)
+                run_async, held=True)
 
 
-def cut_running(short_tmp, fault: Fault, run, params: Optional[dict] = None) -> None:
+def cut_running(short_tmp, fault: Fault, run, params: Optional[dict] = None, *,
+                held: bool = False) -> None:
     async def main() -> None:
         o = await start_fault(short_tmp, live=True, main=fault, params=params)
         try:
             await settle(o)
             happened = assert_vm_kept(o, live=True)
+            if held:
+                assert_held_stopped(o)
             await check_after(o, happened)
         finally:
             await o.rig.aclose()
@@ -507,9 +625,7 @@ def test_shut_reset_instead_of_forwarded(short_tmp) -> None:
             await settle(o)
             assert o.px.shut_code == 0
             happened = assert_vm_kept(o, live=True, src_error=r"return path")
-            assert o.inc.status is Status.FAILED
-            assert o.rig.dst.vm.state is RunState.PAUSED          # loaded, not started
-            assert "stays stopped" in o.inc.error
+            assert_held_stopped(o)                                 # loaded, not started
             await check_after(o, happened)
         finally:
             await o.rig.aclose()
@@ -526,84 +642,101 @@ def test_shut_never_arrives(short_tmp, monkeypatch) -> None:
         try:
             await settle(o)
             happened = assert_vm_kept(o, live=True, src_error=r"did not answer")
-            assert o.rig.dst.vm.state is RunState.PAUSED
+            assert_held_stopped(o)
             await check_after(o, happened)
         finally:
             await o.rig.aclose()
     run_async(main())
 
 
-def test_source_close_never_arrives(short_tmp) -> None:
-    """SHUT 0 reaches the source (postmigrate), but the destination gets a
-    reset instead of the source's close: it stays stopped holding an exact
-    copy (the source knows the destination has it); resume starts it."""
+COMMIT_LOSSES = {
+    # how the destination's side goes on after SHUT 0 reached the source: the error
+    "reset": r"the connection ended before the source confirmed the switch-over",
+    "fin": r"the connection ended before the source confirmed the switch-over",
+    "garble": r"the source sent something other than its commit",
+    "silence": r"the source did not confirm the switch-over",
+}
+
+
+@pytest.mark.parametrize("how", list(COMMIT_LOSSES))
+def test_source_commit_never_arrives(short_tmp, monkeypatch, how) -> None:
+    """SHUT 0 reaches the source (postmigrate), but its commit never reaches
+    the destination -- a reset, a FIN, other bytes, or silence (for the
+    destination's RP_TIMEOUT) instead: the destination stays stopped holding
+    an exact copy (the source knows the destination has it); cont starts it."""
+    from aemu.migration import incoming as incoming_mod
+    monkeypatch.setattr(incoming_mod, "RP_TIMEOUT", 0.3)
+
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, shut="forward-then-reset")
+        o = await start_fault(short_tmp, live=True, shut=f"forward-then-{how}")
         try:
             await settle(o)
+            assert o.px.withheld == COMMIT          # the source did send it
             happened = assert_vm_kept(o, live=True, expect="complete")
-            assert o.inc.status is Status.FAILED and "stays stopped" in o.inc.error
-            assert o.rig.dst.vm.state is RunState.PAUSED
+            assert_held_stopped(o)
+            assert re.search(COMMIT_LOSSES[how], o.inc.error), o.inc.error
             await check_after(o, happened)
+            o.rig.dst.vm.resume()
+            assert o.rig.dst.vm.state is RunState.RUNNING
         finally:
             await o.rig.aclose()
     run_async(main())
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN BUG (incoming.py Incoming._commit): the "
-                   "destination takes any clean EOF after its SHUT 0 as the source's commit. "
-                   "A FIN that is not the source's (a middlebox/half-close) while the source "
-                   "never got SHUT 0 makes both sides run: the destination starts, the "
-                   "source's return path breaks and it resumes.  An explicit commit message "
-                   "from the source (before its close) would close the hole")
 def test_fin_without_the_sources_verdict_does_not_start_the_destination(short_tmp) -> None:
+    """A FIN that is not the source's (a middlebox/half-close) while the
+    source never got SHUT 0: not a commit.  The source resumes, the
+    destination holds the loaded VM stopped -- never both running."""
     async def main() -> None:
         o = await start_fault(short_tmp, live=True, shut="split")
         try:
             await settle(o)
-            assert_vm_kept(o, live=True)
+            happened = assert_vm_kept(o, live=True, src_error=r"return path")
+            assert_held_stopped(o)
+            await check_after(o, happened)
         finally:
             await o.rig.aclose()
     run_async(main())
 
 
-@pytest.mark.xfail(strict=True, reason="DESIGN BUG (incoming.py Incoming._commit), the same "
-                   "hole on Unix sockets: a relay that dies closes both sides; the source sees "
-                   "its return path end before SHUT and resumes, the destination sees an EOF "
-                   "after its SHUT 0 and starts.  (SocketChannel.abort's SO_LINGER reset does "
-                   "not exist for AF_UNIX: an aborting peer is an EOF there too)")
 def test_unix_relay_dies_before_the_verdict(short_tmp) -> None:
+    """The same on Unix sockets, where a reset is an EOF too (no SO_LINGER
+    reset for AF_UNIX): a relay that dies closes both sides; the source sees
+    its return path end before SHUT and resumes, the destination an EOF
+    after its SHUT 0 with no commit: it holds the VM stopped."""
     async def main() -> None:
         o = await start_fault(short_tmp, live=True, shut="reset", net="unix")
         try:
             await settle(o)
-            assert_vm_kept(o, live=True)
+            happened = assert_vm_kept(o, live=True, src_error=r"return path")
+            assert_held_stopped(o)
+            await check_after(o, happened)
         finally:
             await o.rig.aclose()
     run_async(main())
 
 
-@pytest.mark.xfail(sys.version_info < (3, 12), strict=True,
-                   reason="BUG (outgoing.py _switch_over): migrate-cancel at the moment SHUT 0 "
-                   "arrives is swallowed by asyncio.wait_for (Python < 3.12) and not checked "
-                   "afterwards: status goes cancelling -> completed (postmigrate), but the "
-                   "reset cancel() sent makes the destination refuse to start -- the guest "
-                   "runs nowhere")
-def test_cancel_as_the_verdict_arrives() -> None:
+@pytest.mark.parametrize("net", ["tcp", "unix"])
+def test_cancel_as_the_verdict_arrives(short_tmp, net) -> None:
+    """migrate-cancel at the moment SHUT 0 arrives still counts: the source
+    is cancelled before it sends its commit and resumes; the destination
+    holds the loaded VM stopped."""
     async def main() -> None:
         async with Rig(caps=RP, params=FAST) as rig:
             rig.dst.vm.autostart = True
-            inc = await rig.dst.mgr.incoming("tcp:127.0.0.1:0")
+            uri = "tcp:127.0.0.1:0" if net == "tcp" else f"unix:{short_tmp}/d.sock"
+            inc = await rig.dst.mgr.incoming(uri)
             rig.src.vm.resume()
             job = rig.src.mgr.migrate(str(inc.address))
             await wait_for(lambda: job._shut is not None, 10, "the return path")
             job._shut.add_done_callback(lambda _: rig.src.mgr.cancel())
             o = Outcome(rig, job, inc, None)
             await settle(o)
-            happened = assert_vm_kept(o, live=True, expect="either")
-            if happened == "complete":
-                assert inc.status is Status.COMPLETED, inc.error
-                assert rig.dst.vm.state is RunState.RUNNING
+            assert job._shut.done() and job._shut.result() == 0
+            happened = assert_vm_kept(o, live=True, expect="resume")
+            assert job.status is Status.CANCELLED and job.error is None
+            assert_held_stopped(o)
+            await check_after(o, happened)
     run_async(main())
 
 
@@ -836,10 +969,15 @@ def test_multifd_packet_header_checks() -> None:
 
 @pytest.mark.parametrize("what", ["bad-magic", "over-128", "outside-ram", "unaligned",
                                   "past-the-end", "unknown-block", "channel-id",
-                                  "duplicate-channel", "truncated", "good"])
-def test_multifd_receiver_refuses_bad_packets(what) -> None:
+                                  "duplicate-channel", "other-uuid", "missing-channel",
+                                  "truncated", "good"])
+def test_multifd_receiver_refuses_bad_packets(what, monkeypatch) -> None:
     """Packets straight into a destination's receiver: every bad one fails it
-    with a StreamError and leaves RAM unchanged; a good one is stored."""
+    with a StreamError and leaves RAM unchanged; a good one is stored.  A
+    channel it cannot take is refused with the reason (add's answer, and
+    the error at the FLUSH); a channel that never comes fails the FLUSH
+    after JOIN_TIMEOUT."""
+    monkeypatch.setattr(multifd_mod, "JOIN_TIMEOUT", 0.2)
     async def main() -> None:
         side = await Side("dst").start()
         try:
@@ -860,17 +998,31 @@ def test_multifd_receiver_refuses_bad_packets(what) -> None:
                 "truncated": _packet(1, 0, [0x1000], data=page)[:-10],
                 "good": _packet(1, 1, [0x5000, 0x6000], data=page) + sync,
             }
-            if what in ("channel-id", "duplicate-channel"):
-                if what == "duplicate-channel":
-                    recv.add(BytesChannel(sync), 1)
-                    ch = BytesChannel(sync)
-                    recv.add(ch, 1)
-                else:
-                    ch = BytesChannel(sync)
-                    recv.add(ch, 2)
-                assert ch.aborted
-                with pytest.raises(StreamError, match="multifd channel id"):
+            refusals = {
+                "channel-id": (2, r"multifd channel id 2 is unexpected: multifd-channels is 2 "
+                                  r"here"),
+                "duplicate-channel": (1, r"multifd channel id 1 connected twice"),
+                "other-uuid": (1, r"a multifd channel of another migration"),
+            }
+            if what in refusals:
+                cid, why = refusals[what]
+                first = BytesChannel(sync)
+                assert recv.add(first, 1 if what == "duplicate-channel" else 0, b"u" * 16) \
+                    is None
+                ch = BytesChannel(sync)
+                uuid = b"v" * 16 if what == "other-uuid" else b"u" * 16
+                answer = recv.add(ch, cid, uuid)
+                assert answer and re.search(why, answer), answer
+                assert ch.aborted and not first.aborted
+                with pytest.raises(StreamError, match=why):
                     await asyncio.wait_for(recv.sync(), 2)
+                recv.close()
+                return
+            if what == "missing-channel":
+                assert recv.add(BytesChannel(sync), 0) is None
+                with pytest.raises(StreamError, match=r"only 1 of 2 multifd channels connected"):
+                    await asyncio.wait_for(recv.sync(), 2)
+                assert bytes(cpu.ram) == before
                 recv.close()
                 return
             recv.add(BytesChannel(packets[what]), 0)
@@ -990,7 +1142,7 @@ def test_cancel_in_device_waiting_for_the_verdict(short_tmp) -> None:
             await settle(o)
             assert o.job.status is Status.CANCELLED
             happened = assert_vm_kept(o, live=True)
-            assert o.rig.dst.vm.state is RunState.PAUSED        # loaded, never started
+            assert_held_stopped(o)                              # loaded, never started
             await check_after(o, happened)
         finally:
             await o.rig.aclose()
@@ -1053,39 +1205,78 @@ def test_cancel_then_migrate_to_a_new_destination(short_tmp, run) -> None:
     run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (outgoing.py Outgoing.cancel): a cancel before the "
-                   "task's first step (e.g. migrate and migrate-cancel in one QMP batch) "
-                   "cancels the task before run() starts, so its cleanup never runs: status "
-                   "stays 'cancelling', done is never set and every later migrate says 'There's "
-                   "a migration process in progress'")
 def test_cancel_right_after_migrate(short_tmp) -> None:
+    """migrate and migrate-cancel in one go (one QMP batch): the task is
+    cancelled before its first step and still finishes -- cancelled, the
+    VM untouched, nothing sent; the next migrate goes through."""
     async def main() -> None:
-        async with Rig(caps=RP, params=FAST) as rig:
+        async with Rig(caps=["events", *RP], params=FAST) as rig:
+            finished = []
+            rig.src.mgr.on_finished.append(finished.append)
             inc = await rig.dst.mgr.incoming(f"unix:{short_tmp}/d.sock")
             rig.src.vm.resume()
             job = rig.src.mgr.migrate(str(inc.address))
             rig.src.mgr.cancel()
             await wait_done(job, 0.5)
-            assert job.status is Status.CANCELLED
+            assert job.status is Status.CANCELLED and job.error is None
+            assert rig.src.statuses() == ["cancelling", "cancelled"]
+            assert rig.src.mgr.info()["status"] == "cancelled"
+            assert finished == [job]
+            assert job.main is None                     # it never connected
             assert rig.src.vm.state is RunState.RUNNING
             assert not rig.src.mgr.busy
+            assert inc.status is Status.SETUP           # nothing reached the destination
+            job2 = rig.src.mgr.migrate(str(inc.address))
+            await wait_done(job2)
+            await wait_done(inc)
+            assert (job2.status, inc.status) == (Status.COMPLETED, Status.COMPLETED), \
+                (job2.error, inc.error)
+            await check_twin(rig.dst, before=bytes(rig.src.uart.data))
     run_async(main())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (incoming.py Incoming.cancel): for fd:/file: the "
-                   "load task is created in start(); a cancel before it first runs cancels it "
-                   "before _run's handlers exist, so _finish never runs: status stays "
-                   "'cancelling', done is never set, the manager stays busy")
-def test_incoming_cancel_right_after_start(short_tmp) -> None:
+@pytest.mark.parametrize("kind", ["file", "fd-file"])
+def test_incoming_cancel_right_after_start(short_tmp, kind) -> None:
+    """For file: and fd: the load task starts in incoming(); a cancel before
+    its first step still finishes it (cancelled, not busy), and a new
+    incoming then loads the stream."""
     async def main() -> None:
         async with Rig(params=FAST) as rig:
-            job = rig.src.mgr.migrate(f"file:{short_tmp}/f.mig")
+            path = f"{short_tmp}/f.mig"
+            job = rig.src.mgr.migrate(f"file:{path}")
             await wait_done(job)
-            inc = await rig.dst.mgr.incoming(f"file:{short_tmp}/f.mig")
+            assert job.status is Status.COMPLETED, job.error
+            if kind == "fd-file":
+                rig.dst.mgr.add_fd("f", os.open(path, os.O_RDONLY))
+            inc = await rig.dst.mgr.incoming(f"file:{path}" if kind == "file" else "fd:f")
             inc.cancel()
             await wait_done(inc, 0.5)
             assert inc.status is Status.CANCELLED
+            assert rig.dst.mgr.info()["status"] == "cancelled"
             assert not rig.dst.mgr.busy
+            assert rig.dst.vm.state is RunState.INMIGRATE
+            assert "f" not in rig.dst.mgr.fds             # taken (and closed) by the channel
+            inc2 = await rig.dst.mgr.incoming(f"file:{path}")
+            await wait_done(inc2)
+            assert inc2.status is Status.COMPLETED, inc2.error
+            assert rig.dst.vm.cycles == rig.src.vm.cycles
+            await check_twin(rig.dst, before=bytes(rig.src.uart.data))
+    run_async(main())
+
+
+def test_incoming_cancel_right_after_start_closes_the_fd(short_tmp) -> None:
+    async def main() -> None:
+        async with Rig(params=FAST) as rig:
+            a, b = socket.socketpair()
+            rig.extras.append(a)
+            inc = await rig.dst.mgr.incoming(f"fd:{b.detach()}")     # the channel owns it
+            inc.cancel()
+            await wait_done(inc, 0.5)
+            assert inc.status is Status.CANCELLED
+            loop = asyncio.get_running_loop()
+            a.setblocking(False)
+            # the destination's end closed: an EOF here (not a wait for data)
+            assert await asyncio.wait_for(loop.sock_recv(a, 16), 1) == b""
     run_async(main())
 
 
@@ -1095,6 +1286,7 @@ class _Feeder:
     source would (reading the return path's answers)."""
 
     def __init__(self, d: Path, base: bytes, src_ram: bytes) -> None:
+        self.commits = 0                        #: how many times it sent COMMIT
         self.d = d
         self.base = base
         self.src_ram = src_ram
@@ -1124,8 +1316,9 @@ class _Feeder:
             writer.write(data)
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.drain()
-            # as a source: read the return path; close after SHUT (the verdict); a
-            # destination still waiting for bytes after a short while gets the EOF
+            # as a source: read the return path; after SHUT (the verdict) send the
+            # commit if it was SHUT 0, and close; a destination still waiting for
+            # bytes after a short while gets the EOF
             answers = bytearray()
             eof_sent = False
             with contextlib.suppress(ConnectionError, OSError):
@@ -1141,7 +1334,11 @@ class _Feeder:
                     if not chunk:
                         break
                     answers += chunk
-                    if _has_shut(answers):
+                    code = _shut_code(answers)
+                    if code is not None:
+                        if code == 0 and not eof_sent:
+                            writer.write(COMMIT)
+                            self.commits += 1
                         break
         finally:
             writer.close()
@@ -1153,22 +1350,31 @@ class _Feeder:
         return inc
 
 
-def _has_shut(answers: bytes) -> bool:
+def _shut_code(answers: bytes) -> Optional[int]:
+    """The SHUT's code among the return path's messages (None: no SHUT yet)."""
     at = 0
     while at + 4 <= len(answers):
         kind, length = struct.unpack(">HH", answers[at:at + 4])
+        if at + 4 + length > len(answers):
+            return None
         if kind == 1:
-            return True
+            return struct.unpack(">I", answers[at + 4:at + 8])[0] if length == 4 else -1
         at += 4 + length
-    return False
+    return None
 
 
 def _running_stream(data: bytes, smap: Any) -> bytes:
     """The reference stream with globalstate saying "running" (so that a
-    destination with autostart would start the guest if it accepted it)."""
+    destination with autostart would start the guest if it accepted it),
+    its device check made to match again, and without the source's commit
+    (the feeder sends it, after SHUT 0, as a source does)."""
     gs, _ = smap.device("globalstate")
     at = data.index(b"paused\0", gs)
-    return data[:at] + b"running" + data[at + 7:]
+    out = bytearray(data[:at] + b"running" + data[at + 7:smap.commit])
+    _, chk_end = smap.device("aemu-ram-check")
+    out[chk_end - 9:chk_end - 5] = devices_crc(bytes(out), smap).to_bytes(4, "big")
+    assert ram_check_of(bytes(out), smap)[1] == devices_crc(bytes(out), smap)
+    return bytes(out)
 
 
 def test_hostile_streams(short_tmp, monkeypatch) -> None:
@@ -1201,7 +1407,7 @@ def test_hostile_streams(short_tmp, monkeypatch) -> None:
                        smap.eof, smap.vmdesc, len(base) - 1})
         sane = runner.run(feeder.feed(base))
         assert sane.status is Status.COMPLETED, sane.error
-        assert feeder.loaded == src_ram
+        assert feeder.loaded == src_ram and feeder.commits == 1
         assert feeder.side.vm.state is RunState.RUNNING        # "running" + autostart
 
         offsets = st.one_of(st.integers(0, len(base) - 1),

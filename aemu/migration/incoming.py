@@ -161,11 +161,13 @@ class Incoming:
         return self.multifd
 
     def _start_task(self, ch: Channel) -> None:
+        self._ch = ch
         self.task = asyncio.get_running_loop().create_task(self._run(ch))
         self.task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
         if not self.done.is_set():       # cancelled before its first step
+            self._ch.abort()             # it owns the socket or file (fd: took it over)
             self._finish(Status.CANCELLED, "cancelled")
 
     def cancel(self) -> None:
@@ -503,12 +505,13 @@ class Incoming:
         if n > MAX_VMDESC:
             raise StreamError(f"the VM description is {n} bytes long", self._offset)
         await ch.fill(5 + n)
-        try:
-            json.loads(bytes(ch.buf[5:5 + n]))
-        except (ValueError, RecursionError):
-            raise StreamError("the VM description is not JSON", self._offset) from None
-        ch.consume(5 + n)
+        raw = bytes(ch.buf[5:5 + n])
+        ch.consume(5 + n)             # gone either way: what follows (the commit) is read next
         self._offset += 5 + n
+        try:
+            json.loads(raw)
+        except (ValueError, RecursionError):
+            raise StreamError("the VM description is not JSON", self._offset - n) from None
 
     async def _load_mapped(self, ch: Channel) -> bool:
         """A mapped-ram file: loaded as a snapshot file (pages mapped lazily)."""
