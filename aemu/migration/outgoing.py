@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import struct
 import time
 import zlib
@@ -568,12 +567,13 @@ class Outgoing:
         zero_mode = ZERO_SEND if opts["zero-page-detection"] == "none" else ZERO_RECORD
         w = self.writer
         # the last pages go inline in the main stream (safe after the last
-        # pass's FLUSH: the channels' copies are stored by then) unless they
-        # are many and compression has cores to run on: the destination reads
-        # every channel on one thread, so uncompressed multifd gains nothing
-        # there, and the SYNC round through every channel costs downtime
+        # pass's FLUSH: the channels' copies are stored by then) when they are
+        # few, or not compressed: the destination reads every channel on one
+        # thread, so uncompressed multifd gains nothing there, and the SYNC
+        # round through every channel costs downtime.  Compressed ones keep
+        # their channels (on a slow link, 13 MiB raw would be the downtime)
         inline = (len(pending) - pending.count(0) <= INLINE_FINAL_PAGES
-                  or opts["multifd-compression"] == "none" or (os.cpu_count() or 1) <= 2)
+                  or opts["multifd-compression"] == "none")
         if self.multifd is not None and not inline:
             await self._send_pages(pending, zero_mode)
             await self._multifd_flush()
