@@ -308,6 +308,7 @@ class Outgoing:
             raise MigrationError("mapped-ram files start at offset 0 in aemu")
         vm, stats = self.vm, self.stats
         stats.total_pages = -(-vm.cpu.ram_size // PAGE_SIZE)
+        stats.dirty_sync_count = 1              # the one look at RAM, with the VM stopped
         stats.setup_ms = now_ms() - stats.start_ms
         self._set(Status.ACTIVE)
         stats.downtime_start_ms = now_ms()

@@ -89,9 +89,10 @@ def info(status: Status, stats: Optional[Stats], *, error: Optional[str] = None,
     out: dict[str, Any] = {"status": status.value}
     if stats is None or status is Status.NONE:
         return out
-    out["total-time"] = int(stats.total_ms())
+    # rounded alike, so that total-time >= downtime holds in whole ms too
+    out["total-time"] = int(round(stats.total_ms()))
     if stats.setup_ms is not None:
-        out["setup-time"] = int(stats.setup_ms)
+        out["setup-time"] = int(round(stats.setup_ms))
     if status in (Status.ACTIVE, Status.PRE_SWITCHOVER, Status.DEVICE):
         out["expected-downtime"] = int(stats.expected_downtime_ms)
     if status is Status.COMPLETED and stats.downtime_ms is not None:
