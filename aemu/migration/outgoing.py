@@ -309,6 +309,8 @@ class Outgoing:
         vm, stats = self.vm, self.stats
         stats.total_pages = -(-vm.cpu.ram_size // PAGE_SIZE)
         stats.dirty_sync_count = 1              # the one look at RAM, with the VM stopped
+        if self.opts.cap("events"):
+            self.mgr.emit("MIGRATION_PASS", {"pass": 1})
         stats.setup_ms = now_ms() - stats.start_ms
         self._set(Status.ACTIVE)
         stats.downtime_start_ms = now_ms()
