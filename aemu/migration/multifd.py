@@ -49,7 +49,7 @@ class _SendChannel:
         self.ch = ch
         self.compress = compress
         self.owner = owner
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=2)
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=4)
         self.synced = asyncio.Event()
         self.task: Optional[asyncio.Task] = None
 
@@ -158,6 +158,9 @@ class MultifdSender:
         self._pool_next = 0
 
     async def _put(self, sc: _SendChannel, item: object) -> None:
+        if not sc.queue.full():
+            sc.queue.put_nowait(item)
+            return
         put = asyncio.ensure_future(sc.queue.put(item))
         assert sc.task is not None
         done, _ = await asyncio.wait({put, sc.task}, return_when=asyncio.FIRST_COMPLETED)
