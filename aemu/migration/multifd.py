@@ -75,7 +75,10 @@ class _SendChannel:
             return
         normal, zeros, offsets, data = item      # type: ignore[misc]
         if self.compress is not None and normal:
-            data = await asyncio.to_thread(self.compress, data)
+            if owner.stopped:     # nothing else wants this thread: no hop to a worker
+                data = self.compress(data)
+            else:
+                data = await asyncio.to_thread(self.compress, data)
         head = packet_header(owner.flags, normal, zeros, len(data), owner.next_number(),
                              BLOCK, offsets)
         ch.write(head)
@@ -98,6 +101,8 @@ class MultifdSender:
         self.bytes = 0
         self._next = 0
         self._finished = False
+        #: the guest is stopped (switch-over): compress on the loop's thread
+        self.stopped = False
         # packet buffers, touched once: fresh memory per packet would cost
         # 128 page faults each; a buffer is reused once the channels sent it
         self._pool = [bytearray(PAGES_PER_PACKET * PAGE_SIZE) for _ in range(POOL_PACKETS)]
@@ -278,8 +283,9 @@ class MultifdReceiver:
                 if pkt.normal:
                     want = pkt.normal * PAGE_SIZE
                     try:
-                        data = await asyncio.to_thread(dctx.decompress, data,
-                                                       max_output_size=want)
+                        # on the loop's thread: the receiving VM does not run, and
+                        # a hop to a worker costs more than a sparse page decompresses
+                        data = dctx.decompress(data, max_output_size=want)
                     except self._zstd.ZstdError as exc:
                         raise StreamError(f"multifd channel {cid}: packet {pkt.number} does "
                                           f"not decompress: {exc}") from None

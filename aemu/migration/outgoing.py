@@ -578,6 +578,7 @@ class Outgoing:
         inline = (len(pending) - pending.count(0) <= INLINE_FINAL_PAGES
                   or opts["multifd-compression"] == "none")
         if self.multifd is not None and not inline:
+            self.multifd.stopped = True
             await self._send_pages(pending, zero_mode)
             await self._multifd_flush()
             w.reopen(END, self._ram_id)
