@@ -24,25 +24,24 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from aemu.cpu.core import PageHashes
 from aemu.loop import RunState
+from aemu.migration.job import MigrationJob
 from aemu.migration.multifd import MultifdReceiver
-from aemu.migration.options import Options
 from aemu.migration.outgoing import RAM_CHECK_VMSD, RP_TIMEOUT, SPIN, RamCheck
-from aemu.migration.status import PAGE_SIZE, Stats, Status, now_ms
+from aemu.migration.status import PAGE_SIZE, Status, now_ms
 from aemu.migration.wire import (CMD_NAMES, CMD_OPEN_RETURN_PATH, CMD_PING, COMMIT, INIT_SIZE,
                                  MULTIFD_MAGIC, RP_PONG, RP_SHUT, parse_multifd_init,
                                  rp_message)
 from aemu.savevm.codec import Reader, StreamError, Truncated, check_version, decode, encode
 from aemu.savevm.machine import apply_sections, sections
-from aemu.savevm.stream import (COMMAND, CONFIG_VMSD, CONFIGURATION, END, EOF, FOOTER, FULL,
+from aemu.savevm.stream import (COMMAND, CONFIG_VMSD, CONFIGURATION, END, EOF, FULL,
                                 GLOBALSTATE_VMSD, MAGIC, PAGE_BITS, PART, RAM_BLOCK,
                                 RAM_VERSION, START, VERSION, VMDESC, GlobalState, Parsed,
-                                Section, _Config, _read_ram_setup)
+                                Section, _Config, _footer, _read_ram_setup)
 from aemu.transport.channel import Channel, ChannelError, SocketChannel
 from aemu.transport.uri import (Listener, MigrationUri, channel_for_fd, open_incoming_file,
                                 resolve_fd)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aemu.hw.machine import Machine
     from aemu.migration.manager import MigrationManager
 
 BLOCK = RAM_BLOCK.encode()
@@ -50,37 +49,21 @@ MAX_VMDESC = 16 << 20
 CONNECT_TIMEOUT = 60.0       #: multifd channels must all be there by the first FLUSH
 
 
-class Incoming:
+class Incoming(MigrationJob):
     """One incoming migration: ``start`` listens (or opens the file / fd),
     ``done`` is set when it completed or failed."""
 
     def __init__(self, mgr: "MigrationManager", uri: MigrationUri,
                  fds: dict[str, int]) -> None:
-        self.mgr = mgr
-        self.vm: "Machine" = mgr.vm
-        self.opts: Options = mgr.options
-        self.uri = uri
-        self.fds = fds
-        self.stats = Stats()
-        self.status = Status.NONE
-        self.error: Optional[str] = None
+        super().__init__(mgr, uri, fds)
         self.address: Optional[MigrationUri] = None
         self.listener: Optional[Listener] = None
-        self.main: Optional[Channel] = None
         self.multifd: Optional[MultifdReceiver] = None
         self.hashes = PageHashes(-(-self.vm.cpu.ram_size // PAGE_SIZE))
         self.stats.total_pages = self.hashes.npages
-        self.task: Optional[asyncio.Task] = None
-        self.done = asyncio.Event()
         #: the state is in the VM (stopped), waiting for the source's commit
         self.loaded = False
         self._refused: Optional[str] = None
-        self._extra: list[Channel] = []
-
-    def _set(self, status: Status) -> None:
-        if status is not self.status:
-            self.status = status
-            self.mgr.emit_status(status)
 
     # -- starting ------------------------------------------------------------------
     def _warm_up(self) -> None:
@@ -546,12 +529,3 @@ def _section_header(r: Reader) -> tuple[int, str, int, int]:
     instance = r.uint(4, "instance id")
     version = r.uint(4, "section version")
     return sid, idstr, instance, version
-
-
-def _footer(r: Reader, sid: int) -> None:
-    at = r.pos
-    if r.u8("section footer") != FOOTER:
-        raise r.error("missing section footer", at)
-    got = r.uint(4, "footer section id")
-    if got != sid:
-        raise r.error(f"section footer has id {got}, expected {sid}", at)

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from aemu.cpu.core import PageHashes
 from aemu.loop import RunState
+from aemu.migration.job import MigrationJob
 from aemu.migration.multifd import MultifdSender
-from aemu.migration.options import Options
-from aemu.migration.status import PAGE_SIZE, Stats, Status, now_ms
+from aemu.migration.status import PAGE_SIZE, Status, now_ms
 from aemu.migration.wire import (CMD_OPEN_RETURN_PATH, CMD_PING, COMMIT, RAM_MULTIFD_FLUSH,
                                  RP_NAMES, RP_PONG, RP_SHUT, command)
 from aemu.savevm.blocker import Mode
@@ -37,11 +37,10 @@ from aemu.savevm.machine import globalstate_of, sections
 from aemu.savevm.codec import encode
 from aemu.savevm.stream import (END, EOF, FULL, GLOBALSTATE_VMSD, PART, RAM_BLOCK, RAM_EOS,
                                 RAM_VERSION, START, Section, _Writer, write_ram_setup)
-from aemu.transport.channel import Channel, SocketChannel
+from aemu.transport.channel import SocketChannel
 from aemu.transport.uri import MigrationUri, connect
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aemu.hw.machine import Machine
     from aemu.migration.manager import MigrationManager
 
 BLOCK = RAM_BLOCK.encode()
@@ -63,20 +62,12 @@ class Cancelled(Exception):
     pass
 
 
-class Outgoing:
+class Outgoing(MigrationJob):
     """One outgoing migration; ``run`` is its task."""
 
     def __init__(self, mgr: "MigrationManager", uri: MigrationUri,
                  fds: dict[str, int]) -> None:
-        self.mgr = mgr
-        self.vm: "Machine" = mgr.vm
-        self.opts: Options = mgr.options
-        self.uri = uri
-        self.fds = fds
-        self.stats = Stats()
-        self.status = Status.NONE
-        self.error: Optional[str] = None
-        self.main: Optional[Channel] = None
+        super().__init__(mgr, uri, fds)
         self.multifd: Optional[MultifdSender] = None
         self.hashes: Optional[PageHashes] = None
         self._pool: Optional[list[bytearray]] = None
@@ -91,15 +82,8 @@ class Outgoing:
         self._window_start = now_ms()
         self._window_bytes = 0
         self._throttle_hits = 0
-        self.task: Optional[asyncio.Task] = None
-        self.done = asyncio.Event()
 
     # -- state ---------------------------------------------------------------------
-    def _set(self, status: Status) -> None:
-        if status is self.status:
-            return
-        self.status = status
-        self.mgr.emit_status(status)
 
     def _sent(self) -> int:
         n = self.main.sent if self.main is not None else 0
@@ -498,12 +482,7 @@ class Outgoing:
             else:
                 desc = encode(sec.vmsd, sec.obj, w.out)
             w.footer(sid)
-            entry = {"name": sec.idstr, "instance_id": sec.instance_id,
-                     "vmsd_name": sec.vmsd.name, "version": sec.vmsd.version,
-                     "fields": desc["fields"]}
-            if "subsections" in desc:
-                entry["subsections"] = desc["subsections"]
-            w.devices.append(entry)
+            w.describe(sec, desc)
             crc = zlib.crc32(w.out, crc)
             main.write(w.out)
             w.out = bytearray()

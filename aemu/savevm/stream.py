@@ -169,13 +169,17 @@ class _Writer:
             sid = self.header(FULL, sec.idstr, sec.instance_id, sec.vmsd.version)
             desc = encode(sec.vmsd, sec.obj, out)
             self.footer(sid)
-            entry = {"name": sec.idstr, "instance_id": sec.instance_id,
-                     "vmsd_name": sec.vmsd.name, "version": sec.vmsd.version,
-                     "fields": desc["fields"]}
-            if "subsections" in desc:
-                entry["subsections"] = desc["subsections"]
-            self.devices.append(entry)
+            self.describe(sec, desc)
         out.append(EOF)
+
+    def describe(self, sec: Section, desc: dict[str, Any]) -> None:
+        """Add a written section to the description (its codec desc)."""
+        entry = {"name": sec.idstr, "instance_id": sec.instance_id,
+                 "vmsd_name": sec.vmsd.name, "version": sec.vmsd.version,
+                 "fields": desc["fields"]}
+        if "subsections" in desc:
+            entry["subsections"] = desc["subsections"]
+        self.devices.append(entry)
 
     def description(self) -> None:
         """The JSON description of the sections written (after EOF)."""
