@@ -616,10 +616,7 @@ class Proxy:
         if fault.pause is not None:
             k = conn.base + fault.pause - pos
             if 0 <= k < len(out):
-                assert conn.uwriter is not None
-                conn.uwriter.write(out[:k])
-                conn.forwarded += k
-                await conn.uwriter.drain()
+                await self._forward_upto(conn, out, k)
                 out = out[k:]
                 fault.pause = None
                 self.paused.set()
@@ -631,15 +628,22 @@ class Proxy:
         if fault.cut is not None:
             k = conn.base + fault.cut - pos
             if 0 <= k < len(out):
-                assert conn.uwriter is not None
-                conn.uwriter.write(out[:k])
-                conn.forwarded += k
-                with contextlib.suppress(ConnectionError, OSError):
-                    await conn.uwriter.drain()
+                await self._forward_upto(conn, out, k, quiet=True)
                 self.fired.set()
                 self._kill(conn, reset=fault.reset)
                 return None
         return out
+
+    @staticmethod
+    async def _forward_upto(conn: _Conn, out: bytearray, k: int, *,
+                            quiet: bool = False) -> None:
+        """The chunk's first ``k`` bytes go on to the destination (a pause or
+        a cut falls there); ``quiet``: a connection already gone is no error."""
+        assert conn.uwriter is not None
+        conn.uwriter.write(out[:k])
+        conn.forwarded += k
+        with contextlib.suppress(*((ConnectionError, OSError) if quiet else ())):
+            await conn.uwriter.drain()
 
     async def _back(self, conn: _Conn, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:

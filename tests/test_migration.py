@@ -179,17 +179,31 @@ def test_live_migration_both_loops(short_tmp, run, case) -> None:
     run(migrate_and_check(short_tmp, *CASES[case]))
 
 
+async def migrate_completed(rig: Rig, d: Path, *, resume: bool = False,
+                            run_for: float = 0.0) -> tuple:
+    """The destination listens on unix:{d}/d.sock, the source (when
+    ``resume``: resumed, and run for ``run_for`` s) migrates there: both
+    complete.  Returns the source's job and the destination's incoming."""
+    inc = await rig.dst.mgr.incoming(f"unix:{d}/d.sock")
+    if resume:
+        rig.src.vm.resume()
+        if run_for:
+            await asyncio.sleep(run_for)
+    job = rig.src.mgr.migrate(str(inc.address))
+    await wait_done(job)
+    await wait_done(inc)
+    assert (job.status, inc.status) == (Status.COMPLETED, Status.COMPLETED), \
+        (job.error, inc.error)
+    return job, inc
+
+
 def test_paused_source_stays_paused_at_the_destination(short_tmp) -> None:
     """A stopped source (QEMU's non-live test): the destination loads it
     paused even with autostart on, and goes on after ``resume``."""
     async def main() -> None:
         async with Rig(caps=["return-path"], params=FAST) as rig:
             rig.dst.vm.autostart = True
-            inc = await rig.dst.mgr.incoming(f"unix:{short_tmp}/d.sock")
-            job = rig.src.mgr.migrate(str(inc.address))
-            await wait_done(job)
-            await wait_done(inc)
-            assert (job.status, inc.status) == (Status.COMPLETED, Status.COMPLETED)
+            await migrate_completed(rig, short_tmp)
             assert rig.src.vm.cycles == rig.dst.vm.cycles == START_CYCLES
             assert rig.src.vm.state is RunState.POSTMIGRATE
             await asyncio.sleep(0.01)
@@ -238,13 +252,7 @@ def test_idle_guest(short_tmp) -> None:
     async def main() -> None:
         async with Rig(caps=["return-path", "events"], params=FAST, elf=PATTERN_IDLE_ELF,
                        start_cycles=3_000_000) as rig:
-            inc = await rig.dst.mgr.incoming(f"unix:{short_tmp}/d.sock")
-            rig.src.vm.resume()
-            job = rig.src.mgr.migrate(str(inc.address))
-            await wait_done(job)
-            await wait_done(inc)
-            assert (job.status, inc.status) == (Status.COMPLETED, Status.COMPLETED), \
-                (job.error, inc.error)
+            await migrate_completed(rig, short_tmp, resume=True)
             info = rig.src.mgr.info()
             assert_completed_info(info)
             assert rig.src.vm.cycles == rig.dst.vm.cycles
@@ -258,13 +266,7 @@ def test_idle_guest_realtime_pace(short_tmp) -> None:
     async def main() -> None:
         async with Rig(caps=["return-path"], params=FAST, elf=PATTERN_IDLE_ELF,
                        pace="realtime") as rig:
-            inc = await rig.dst.mgr.incoming(f"unix:{short_tmp}/d.sock")
-            rig.src.vm.resume()
-            await asyncio.sleep(0.02)
-            job = rig.src.mgr.migrate(str(inc.address))
-            await wait_done(job)
-            await wait_done(inc)
-            assert (job.status, inc.status) == (Status.COMPLETED, Status.COMPLETED)
+            await migrate_completed(rig, short_tmp, resume=True, run_for=0.02)
             assert rig.dst.vm.cycles > START_CYCLES
             # (the source's clock may have gone on after the stop: see below)
             await check_twin(rig.dst, before=bytes(rig.src.uart.data))
@@ -286,13 +288,7 @@ def test_realtime_idle_clock_stands_still_when_stopped(short_tmp) -> None:
             await asyncio.sleep(0.03)
             assert rig.src.vm.state is RunState.PAUSED
             assert rig.src.vm.cycles == stopped_at
-            inc = await rig.dst.mgr.incoming(f"unix:{short_tmp}/d.sock")
-            rig.src.vm.resume()
-            await asyncio.sleep(0.02)
-            job = rig.src.mgr.migrate(str(inc.address))
-            await wait_done(job)
-            await wait_done(inc)
-            assert (job.status, inc.status) == (Status.COMPLETED, Status.COMPLETED)
+            await migrate_completed(rig, short_tmp, resume=True, run_for=0.02)
             assert rig.src.vm.cycles == rig.dst.vm.cycles > stopped_at
             await asyncio.sleep(0.03)                   # postmigrate: it stands still too
             assert rig.src.vm.cycles == rig.dst.vm.cycles

@@ -257,6 +257,27 @@ async def check_after(o: Outcome, happened: str) -> None:
     await check_twin(dst, before=bytes(src.uart.data))
 
 
+@contextlib.asynccontextmanager
+async def faulted(d: Path, **kw: Any):
+    """``start_fault(d, **kw)``'s outcome; the rig closed after."""
+    o = await start_fault(d, **kw)
+    try:
+        yield o
+    finally:
+        await o.rig.aclose()
+
+
+async def settle_held(o: Outcome, *, live: bool = True, **kept: Any) -> str:
+    """The verdict goes wrong at the end: once both sides ended, the VM was
+    kept (``assert_vm_kept``'s ``kept``), the destination holds it loaded and
+    stopped, and whichever side has the guest passes the twin check."""
+    await settle(o)
+    happened = assert_vm_kept(o, live=live, **kept)
+    assert_held_stopped(o)
+    await check_after(o, happened)
+    return happened
+
+
 async def start_fault(d: Path, *, live: bool, caps: list[str] = RP, params: Optional[dict] = None,
                       main: Optional[Fault] = None, multifd: Optional[dict] = None,
                       shut: Optional[str] = None, net: str = "tcp") -> Outcome:
@@ -367,16 +388,13 @@ def test_corrupt_byte_paused_source(short_tmp, ref, where) -> None:
     offset, mask, expect, dst_error = _corruptions(ref)[where]
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=False, main=Fault(flip={offset: mask}))
-        try:
+        async with faulted(short_tmp, live=False, main=Fault(flip={offset: mask})) as o:
             await settle(o)
             assert o.px.fired.is_set()
             happened = assert_vm_kept(o, live=False, expect=expect, dst_error=dst_error)
             assert o.inc.status is Status.FAILED
             assert o.rig.dst.vm.state is RunState.INMIGRATE
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -384,16 +402,13 @@ def test_corrupt_magic_is_not_a_migration(short_tmp) -> None:
     """A connection that does not start with QEVM is dropped; the destination
     goes on waiting for a real one, the source fails and resumes."""
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, main=Fault(flip={0: 0xFF}))
-        try:
+        async with faulted(short_tmp, live=True, main=Fault(flip={0: 0xFF})) as o:
             await wait_done(o.job)
             assert o.inc.status is Status.SETUP            # still listening
             o.inc.cancel()
             await settle(o)
             happened = assert_vm_kept(o, live=True)
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -410,15 +425,12 @@ def test_corrupt_description_is_harmless(short_tmp, ref, where) -> None:
     assert ref.data[ref.map.vmdesc + 5:ref.map.vmdesc + 9] == b'{"pa'
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=False, main=Fault(flip={at: 0x01}))
-        try:
+        async with faulted(short_tmp, live=False, main=Fault(flip={at: 0x01})) as o:
             await settle(o)
             assert o.px.fired.is_set()
             happened = assert_vm_kept(o, live=False, expect="complete")
             assert o.inc.status is Status.COMPLETED, o.inc.error
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -435,8 +447,7 @@ def test_corrupt_device_value_is_detected(short_tmp, ref, live) -> None:
              else Fault(flip={cpu_start + inside: 0x01}))
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=live, main=fault)
-        try:
+        async with faulted(short_tmp, live=live, main=fault) as o:
             await settle(o)
             assert o.px.fired.is_set()
             happened = assert_vm_kept(o, live=live, expect="resume",
@@ -444,8 +455,6 @@ def test_corrupt_device_value_is_detected(short_tmp, ref, live) -> None:
             assert o.inc.status is Status.FAILED and not o.inc.loaded
             assert o.rig.dst.vm.state is RunState.INMIGRATE
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -467,14 +476,11 @@ def test_corrupt_byte_running_source(short_tmp, ref, where) -> None:
     }[where]
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, main=fault)
-        try:
+        async with faulted(short_tmp, live=True, main=fault) as o:
             await settle(o)
             assert o.px.fired.is_set()
             happened = assert_vm_kept(o, live=True, expect=expect)
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -511,8 +517,7 @@ def test_cut_stream_paused_source(short_tmp, ref, where, reset) -> None:
     cut = _cut_points(ref)[where]
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=False, main=Fault(cut=cut, reset=reset))
-        try:
+        async with faulted(short_tmp, live=False, main=Fault(cut=cut, reset=reset)) as o:
             await settle(o)
             assert o.px.fired.is_set()
             happened = assert_vm_kept(o, live=False, src_error=r".")
@@ -524,8 +529,6 @@ def test_cut_stream_paused_source(short_tmp, ref, where, reset) -> None:
                 assert not o.inc.loaded
                 assert o.rig.dst.vm.state is RunState.INMIGRATE
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -539,17 +542,11 @@ def test_cut_before_the_commit(short_tmp, ref, where, reset) -> None:
     cut = _cut_points(ref)[where]
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=False, main=Fault(cut=cut, reset=reset))
-        try:
-            await settle(o)
+        async with faulted(short_tmp, live=False, main=Fault(cut=cut, reset=reset)) as o:
+            await settle_held(o, live=False, expect="complete")
             assert o.px.fired.is_set()
-            happened = assert_vm_kept(o, live=False, expect="complete")
-            assert_held_stopped(o)
-            await check_after(o, happened)
             o.rig.dst.vm.resume()                    # cont: the copy here runs
             assert o.rig.dst.vm.state is RunState.RUNNING
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -580,15 +577,12 @@ def test_fin_after_eof_running_source(short_tmp, ref) -> None:
 def cut_running(short_tmp, fault: Fault, run, params: Optional[dict] = None, *,
                 held: bool = False) -> None:
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, main=fault, params=params)
-        try:
+        async with faulted(short_tmp, live=True, main=fault, params=params) as o:
             await settle(o)
             happened = assert_vm_kept(o, live=True)
             if held:
                 assert_held_stopped(o)
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run(main())
 
 
@@ -599,9 +593,8 @@ def test_cut_without_return_path_in_the_device_state(short_tmp, ref) -> None:
     first = ref.map.devices[0][1]
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=False, caps=[],
-                              main=Fault(marker=ref.device_header(first), cut=40, reset=True))
-        try:
+        async with faulted(short_tmp, live=False, caps=[],
+                           main=Fault(marker=ref.device_header(first), cut=40, reset=True)) as o:
             await settle(o)
             assert o.inc.status is Status.FAILED
             assert o.rig.dst.vm.state is RunState.INMIGRATE
@@ -610,8 +603,6 @@ def test_cut_without_return_path_in_the_device_state(short_tmp, ref) -> None:
             else:
                 happened = assert_vm_kept(o, live=False)
                 await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -620,15 +611,10 @@ def test_shut_reset_instead_of_forwarded(short_tmp) -> None:
     """The connection resets where SHUT 0 would reach the source: the source
     resumes; the destination, which loaded everything, stays stopped."""
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, shut="reset")
-        try:
-            await settle(o)
+        async with faulted(short_tmp, live=True, shut="reset") as o:
+            # loaded, not started
+            await settle_held(o, src_error=r"return path")
             assert o.px.shut_code == 0
-            happened = assert_vm_kept(o, live=True, src_error=r"return path")
-            assert_held_stopped(o)                                 # loaded, not started
-            await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -638,14 +624,8 @@ def test_shut_never_arrives(short_tmp, monkeypatch) -> None:
     monkeypatch.setattr(outgoing_mod, "RP_TIMEOUT", 0.4)
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, shut="hold")
-        try:
-            await settle(o)
-            happened = assert_vm_kept(o, live=True, src_error=r"did not answer")
-            assert_held_stopped(o)
-            await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
+        async with faulted(short_tmp, live=True, shut="hold") as o:
+            await settle_held(o, src_error=r"did not answer")
     run_async(main())
 
 
@@ -668,18 +648,12 @@ def test_source_commit_never_arrives(short_tmp, monkeypatch, how) -> None:
     monkeypatch.setattr(incoming_mod, "RP_TIMEOUT", 0.3)
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, shut=f"forward-then-{how}")
-        try:
-            await settle(o)
+        async with faulted(short_tmp, live=True, shut=f"forward-then-{how}") as o:
+            await settle_held(o, expect="complete")
             assert o.px.withheld == COMMIT          # the source did send it
-            happened = assert_vm_kept(o, live=True, expect="complete")
-            assert_held_stopped(o)
             assert re.search(COMMIT_LOSSES[how], o.inc.error), o.inc.error
-            await check_after(o, happened)
             o.rig.dst.vm.resume()
             assert o.rig.dst.vm.state is RunState.RUNNING
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -688,14 +662,8 @@ def test_fin_without_the_sources_verdict_does_not_start_the_destination(short_tm
     source never got SHUT 0: not a commit.  The source resumes, the
     destination holds the loaded VM stopped -- never both running."""
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, shut="split")
-        try:
-            await settle(o)
-            happened = assert_vm_kept(o, live=True, src_error=r"return path")
-            assert_held_stopped(o)
-            await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
+        async with faulted(short_tmp, live=True, shut="split") as o:
+            await settle_held(o, src_error=r"return path")
     run_async(main())
 
 
@@ -705,14 +673,8 @@ def test_unix_relay_dies_before_the_verdict(short_tmp) -> None:
     its return path end before SHUT and resumes, the destination an EOF
     after its SHUT 0 with no commit: it holds the VM stopped."""
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, shut="reset", net="unix")
-        try:
-            await settle(o)
-            happened = assert_vm_kept(o, live=True, src_error=r"return path")
-            assert_held_stopped(o)
-            await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
+        async with faulted(short_tmp, live=True, shut="reset", net="unix") as o:
+            await settle_held(o, src_error=r"return path")
     run_async(main())
 
 
@@ -826,8 +788,7 @@ def test_destination_killed(short_tmp, ref, where, how) -> None:
         kw = {"shut": "hold"}
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=live, params=params, **kw)
-        try:
+        async with faulted(short_tmp, live=live, params=params, **kw) as o:
             if where == "before-ack":
                 await asyncio.wait_for(o.px.shut_seen.wait(), 10)
             else:
@@ -847,8 +808,6 @@ def test_destination_killed(short_tmp, ref, where, how) -> None:
             happened = assert_vm_kept(o, live=live)
             assert o.inc.status in (Status.FAILED, Status.CANCELLED)
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -895,16 +854,13 @@ def test_multifd_fault(short_tmp, what) -> None:
     live = what != "page-data"       # a paused source: the damaged page is never re-sent
 
     async def main() -> None:
-        o = await start_fault(short_tmp, live=live, caps=["multifd", *RP],
-                              params={"multifd-channels": 2}, multifd={0: fault})
-        try:
+        async with faulted(short_tmp, live=live, caps=["multifd", *RP],
+                           params={"multifd-channels": 2}, multifd={0: fault}) as o:
             await settle(o, inc_may_wait=True)
             assert o.px.fired.is_set()
             happened = assert_vm_kept(o, live=live, dst_error=dst_error)
             assert o.inc.status in (Status.FAILED, Status.CANCELLED)
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 
@@ -1133,8 +1089,7 @@ def test_cancel_in_device_waiting_for_the_verdict(short_tmp) -> None:
     """Cancelled while it waits for SHUT (device state sent, destination
     loaded): the source resumes; its reset keeps the destination stopped."""
     async def main() -> None:
-        o = await start_fault(short_tmp, live=True, shut="hold")
-        try:
+        async with faulted(short_tmp, live=True, shut="hold") as o:
             await asyncio.wait_for(o.px.shut_seen.wait(), 10)
             assert o.job.status is Status.DEVICE
             assert o.rig.src.vm.state is RunState.FINISH_MIGRATE
@@ -1144,8 +1099,6 @@ def test_cancel_in_device_waiting_for_the_verdict(short_tmp) -> None:
             happened = assert_vm_kept(o, live=True)
             assert_held_stopped(o)                              # loaded, never started
             await check_after(o, happened)
-        finally:
-            await o.rig.aclose()
     run_async(main())
 
 

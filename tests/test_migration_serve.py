@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,78 @@ async def pattern_vm(h, name: str, **kw: Any) -> dict:
     """A pattern.elf VM on the 16 MiB board, paced "fast"."""
     return await create_vm(h, name, firmware=PATTERN, **{"ram_size": PATTERN_RAM,
                                                          "pace": "fast", **kw})
+
+
+def run_and_stop(coro: Any, *hosts: Any, **run_kw: Any) -> None:
+    """Run a test's coroutine, then stop each host: every one exits 0."""
+    run(coro, **run_kw)
+    for host in hosts:
+        assert host.stop() == 0
+
+
+@dataclass
+class Session:
+    """QMP clients of a test, disconnected (last first) when it ends: ``h``
+    those of the hosts; ``src``/``dst``/``info`` those of ``host_pair``'s
+    migration (``info``: what the destination's vm-create answered)."""
+    h: list
+    clients: list
+    src: Any = None
+    dst: Any = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """Where the destination listens."""
+        return self.info["incoming"]
+
+    async def attach(self, host: Any, vm: str, label: str) -> Any:
+        """A client of VM ``vm``'s own socket, disconnected at the end."""
+        client = await connect(host.vm_socket(vm), label)
+        self.clients.append(client)
+        return client
+
+
+@contextlib.asynccontextmanager
+async def host_session(*hosts: tuple[Any, str]):
+    """Clients of the hosts' sockets, each ``(host, label)``."""
+    h = [await connect(host.socket, label) for host, label in hosts]
+    s = Session(h=h, clients=list(h))
+    try:
+        yield s
+    finally:
+        await disconnect(*reversed(s.clients))
+
+
+@contextlib.asynccontextmanager
+async def host_pair(src_host: Any, dst_host: Any = None, incoming: str = "tcp:127.0.0.1:0",
+                    *, vm: str = "a", dst_vm: "str | None" = None, connect_dst: bool = True,
+                    src_caps: "dict | None" = None, dst_caps: "dict | None" = None,
+                    src_params: "dict | None" = None, **dst_kw: Any):
+    """A pattern VM ``vm`` on the source host and one waiting for it
+    (``incoming``, vm-create's ``dst_kw``) on the destination host, with
+    clients ``src`` and (``connect_dst``) ``dst`` of theirs; the
+    destination's capabilities, then the source's, set as given.
+
+    Two hosts: clients h1 and h2, the VMs both named ``vm``.  One host
+    (``dst_host`` None): client h, the destination VM ``dst_vm`` ("b")."""
+    if dst_host is None:
+        hosts, dst_host, dst_vm = [(src_host, "h")], src_host, dst_vm or "b"
+    else:
+        hosts, dst_vm = [(src_host, "h1"), (dst_host, "h2")], dst_vm or vm
+    async with host_session(*hosts) as s:
+        await pattern_vm(s.h[0], vm)
+        s.info = await pattern_vm(s.h[-1], dst_vm, incoming=incoming, **dst_kw)
+        s.src = await s.attach(src_host, vm, "src")
+        if connect_dst:
+            s.dst = await s.attach(dst_host, dst_vm, "dst")
+        if dst_caps:
+            await caps(s.dst, **dst_caps)
+        if src_caps:
+            await caps(s.src, **src_caps)
+        if src_params:
+            await params(s.src, **src_params)
+        yield s
 
 
 async def caps(c, **states: bool) -> None:
@@ -191,19 +265,12 @@ def test_migrate_between_two_hosts(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            # tcp, port 0: the destination says which port it listens on
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
+        # tcp, port 0: the destination says which port it listens on
+        async with host_pair(src_host, dst_host) as p:
+            h1, h2, src, dst, info = *p.h, p.src, p.dst, p.info
             assert info["status"] == "inmigrate" and info["running"] is False
             port = port_of(info["incoming"])
             assert port > 0
-            src = await connect(src_host.vm_socket("a"), "src")
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients += [src, dst]
             assert await status(dst) == "inmigrate"
             listening = await query(dst)
             assert listening["status"] == "setup"
@@ -266,9 +333,8 @@ def test_migrate_between_two_hosts(serve, base):
             await pattern_vm(h1, "b")
             info = await pattern_vm(h2, "b", incoming=f"unix:{sock}", paused=True)
             assert info["incoming"] == f"unix:{sock}" and os.path.exists(sock)
-            src_b = await connect(src_host.vm_socket("b"), "src_b")
-            dst_b = await connect(dst_host.vm_socket("b"), "dst_b")
-            clients += [src_b, dst_b]
+            src_b = await p.attach(src_host, "b", "src_b")
+            dst_b = await p.attach(dst_host, "b", "dst_b")
             assert (await query(dst_b))["socket-address"] == [{"type": "unix",
                                                                "path": str(sock)}]
             await warmed_up(src_b)
@@ -285,12 +351,8 @@ def test_migrate_between_two_hosts(serve, base):
             assert theirs == ours
             await execute(dst_b, "cont")
             await keeps_running(dst_b)
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert src_host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host)
 
 
 def test_destination_events_as_qemu(serve, base):
@@ -299,26 +361,13 @@ def test_destination_events_as_qemu(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
-            src = await connect(src_host.vm_socket("a"), "src")
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients += [src, dst]
-            await caps(dst, events=True)
-            await caps(src, return_path=True)
-            await execute(src, "migrate", {"uri": info["incoming"]})
-            arrived = await events_until(dst, lambda e: e["event"] == "RESUME")
+        async with host_pair(src_host, dst_host, dst_caps={"events": True},
+                             src_caps={"return_path": True}) as p:
+            await execute(p.src, "migrate", {"uri": p.uri})
+            arrived = await events_until(p.dst, lambda e: e["event"] == "RESUME")
             assert names(arrived) == ["MIGRATION", "MIGRATION", "RESUME"], arrived
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert src_host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host)
 
 
 # -- 2. incoming "defer", migrate-incoming, multifd + zstd ---------------------------------
@@ -326,16 +375,9 @@ def test_deferred_incoming_multifd_zstd(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="defer")
-            assert info["status"] == "inmigrate" and "incoming" not in info
-            src = await connect(src_host.vm_socket("a"), "src")
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients += [src, dst]
+        async with host_pair(src_host, dst_host, "defer") as p:
+            h2, src, dst = p.h[1], p.src, p.dst
+            assert p.info["status"] == "inmigrate" and "incoming" not in p.info
             assert await status(dst) == "inmigrate"
             assert await query(dst) == {}
 
@@ -389,12 +431,8 @@ def test_deferred_incoming_multifd_zstd(serve, base):
             assert error_desc(err) == "The incoming migration has already been started"
             await execute(dst, "stop")
             check_pattern_ram(await pmem(dst, dst_host.state_dir / "ram.bin"), BUF, NPAGES)
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert src_host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host)
 
 
 # -- 3. aemu migrate ------------------------------------------------------------------------
@@ -402,17 +440,11 @@ def test_aemu_migrate_cli(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            # --json, the destination listening already; --dest gets the same settings
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
-            src = await connect(src_host.vm_socket("a"), "src")
-            clients.append(src)
+        # --json, the destination listening already; --dest gets the same settings
+        async with host_pair(src_host, dst_host, connect_dst=False) as p:
+            h1, h2, src = *p.h, p.src
             await warmed_up(src)
-            code, out, err = await aemu("migrate", "a", info["incoming"], "--state-dir",
+            code, out, err = await aemu("migrate", "a", p.uri, "--state-dir",
                                         src_host.state_dir, "--dest", dst_host.vm_socket("a"),
                                         "--json")
             assert code == 0, (out, err)
@@ -421,8 +453,7 @@ def test_aemu_migrate_cli(serve, base):
             assert result["status"] == "completed"
             assert result["ram"]["total"] == PATTERN_RAM and "downtime" in result
             assert await status(src) == "postmigrate"
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients.append(dst)
+            dst = await p.attach(dst_host, "a", "dst")
             got = {c["capability"]: c["state"]
                    for c in await execute(dst, "query-migrate-capabilities")}
             assert got["return-path"] and got["events"]
@@ -441,8 +472,7 @@ def test_aemu_migrate_cli(serve, base):
             assert "status: completed" in out.splitlines()
             assert re.search(r"passes: \d+; throughput .* Mbit/s; multifd ", out), out
             assert re.search(r"migrate: +\d+%\|", err), err
-            dst_b = await connect(dst_host.vm_socket("b"), "dst_b")
-            clients.append(dst_b)
+            dst_b = await p.attach(dst_host, "b", "dst_b")
             got = await execute(dst_b, "query-migrate-parameters")
             assert (got["multifd-channels"], got["multifd-compression"],
                     got["max-bandwidth"], got["downtime-limit"]) == (2, "zstd", 0, 500)
@@ -452,8 +482,7 @@ def test_aemu_migrate_cli(serve, base):
 
             # nobody listens: exit 1, the reason, the source VM carries on
             await pattern_vm(h1, "c")
-            src_c = await connect(src_host.vm_socket("c"), "src_c")
-            clients.append(src_c)
+            src_c = await p.attach(src_host, "c", "src_c")
             port = free_port()
             code, out, err = await aemu("migrate", "c", f"tcp:127.0.0.1:{port}",
                                         "--state-dir", src_host.state_dir)
@@ -482,12 +511,8 @@ def test_aemu_migrate_cli(serve, base):
             assert code == 1, (out, err)
             assert json.loads(out)["status"] == "cancelled"
             assert await status(src_c) == "running"
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main(), timeout=90)
-    assert src_host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host, timeout=90)
 
 
 def test_aemu_migrate_cli_no_such_vm(base):
@@ -512,9 +537,8 @@ def test_aemu_run_incoming(serve, base, procs):
     host = serve("--allow-dir", base, state=base / "s1")
 
     async def main():
-        h = await connect(host.socket, "h")
-        clients = [h]
-        try:
+        async with host_session((host, "h")) as p:
+            [h] = p.h
             # unix: the run waits, says where, and runs what arrives
             sock = base / "run1.mig"
             dest = run_incoming(base, "run1", "--incoming", f"unix:{sock}")
@@ -522,8 +546,7 @@ def test_aemu_run_incoming(serve, base, procs):
             dest.wait_stderr(rf"aemu: incoming migration on unix:{re.escape(str(sock))}\n")
             assert dest.stdout == ""                      # not started yet
             await pattern_vm(h, "a")
-            src = await connect(host.vm_socket("a"), "src")
-            clients.append(src)
+            src = await p.attach(host, "a", "src")
             await warmed_up(src)
             await caps(src, return_path=True)
             await execute(src, "migrate", {"uri": f"unix:{sock}"})
@@ -541,15 +564,14 @@ def test_aemu_run_incoming(serve, base, procs):
             procs.append(dest)
             dest.wait_stderr(r"QMP on unix:")
             d = await connect(str(qsock), "run2")
-            clients.append(d)
+            p.clients.append(d)
             assert await status(d) == "inmigrate"
             sock = base / "run2.mig"
             await caps(d, events=True)
             await execute(d, "migrate-incoming", {"uri": f"unix:{sock}"})
             assert (await query(d))["status"] == "setup"
             await pattern_vm(h, "b")
-            src_b = await connect(host.vm_socket("b"), "src_b")
-            clients.append(src_b)
+            src_b = await p.attach(host, "b", "src_b")
             await warmed_up(src_b)
             await execute(src_b, "migrate", {"uri": f"unix:{sock}"})
             arrived = await events_until(d, lambda e: e["event"] == "RESUME")
@@ -561,11 +583,8 @@ def test_aemu_run_incoming(serve, base, procs):
             await execute(d, "quit")
             await disconnect(d)
             assert await asyncio.to_thread(dest.wait) == 0
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert host.stop() == 0
+    run_and_stop(main(), host)
 
 
 def test_aemu_run_incoming_errors(base):
@@ -605,15 +624,8 @@ def test_hmp_migration(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
-            src = await connect(src_host.vm_socket("a"), "src")
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients += [src, dst]
+        async with host_pair(src_host, dst_host) as p:
+            src, dst, info = p.src, p.dst, p.info
             assert await hmp(src, "info migrate") == "Status: none\r\n"
             assert (await hmp(dst, "info migrate")).startswith("Status: setup\r\n")
             assert "return-path: off\r\n" in await hmp(src, "info migrate_capabilities")
@@ -660,12 +672,8 @@ def test_hmp_migration(serve, base):
             text = await hmp(dst, "info migrate")
             assert text.startswith("Status: failed\r\n") and "\r\nError: " in text, text
             await keeps_running(src)
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert src_host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host)
 
 
 # -- 6. migrate_cancel over QMP ---------------------------------------------------------------
@@ -673,15 +681,8 @@ def test_cancel_and_migrate_again(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
-            src = await connect(src_host.vm_socket("a"), "src")
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients += [src, dst]
+        async with host_pair(src_host, dst_host) as p:
+            h2, src, dst, info = p.h[1], p.src, p.dst, p.info
             assert await execute(src, "migrate_cancel") == {}      # nothing to cancel
             await caps(dst, events=True)
             await caps(src, events=True, return_path=True)
@@ -727,18 +728,13 @@ def test_cancel_and_migrate_again(serve, base):
             seen = await events_until(src, migration_end)
             assert statuses(seen) == ["setup", "active", "device", "completed"], seen
             assert await status(src) == "postmigrate"
-            a2 = await connect(dst_host.vm_socket("a2"), "a2")
-            clients.append(a2)
+            a2 = await p.attach(dst_host, "a2", "a2")
             assert (await wait_status(a2))["status"] == "completed"
             await keeps_running(a2)
             await execute(a2, "stop")
             check_pattern_ram(await read_ram(a2), BUF, NPAGES)
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert src_host.stop() == 0        # nothing logged (no unretrieved future)
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host)      # nothing logged (no unretrieved future)
 
 
 def test_no_stray_error_after_cancel(serve, base):
@@ -747,42 +743,28 @@ def test_no_stray_error_after_cancel(serve, base):
     host = serve(state=base / "s1")
 
     async def main():
-        h = await connect(host.socket, "h")
-        clients = [h]
-        try:
-            await pattern_vm(h, "a")
-            info = await pattern_vm(h, "b", incoming="tcp:127.0.0.1:0")
-            src = await connect(host.vm_socket("a"), "src")
-            clients.append(src)
-            await caps(src, return_path=True)
-            await params(src, max_bandwidth=MIB)
-            await execute(src, "migrate", {"uri": info["incoming"]})
+        async with host_pair(host, connect_dst=False, src_caps={"return_path": True},
+                             src_params={"max_bandwidth": MIB}) as p:
+            src = p.src
+            await execute(src, "migrate", {"uri": p.uri})
             await wait_status(src, "active")
             await execute(src, "migrate_cancel")
             assert (await wait_status(src))["status"] == "cancelled"
             # the next migration replaces the cancelled one
             await execute(src, "migrate", {"uri": f"file:{host.state_dir}/x.mig"})
             await wait_status(src)
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert host.stop() == 0
+    run_and_stop(main(), host)
 
 
 def test_remaining_counts_down_in_the_first_pass(serve, base):
     host = serve(state=base / "s1")
 
     async def main():
-        h = await connect(host.socket, "h")
-        clients = [h]
-        try:
-            await pattern_vm(h, "a")
-            info = await pattern_vm(h, "b", incoming="tcp:127.0.0.1:0")
-            src = await connect(host.vm_socket("a"), "src")
-            clients.append(src)
-            await params(src, max_bandwidth=2 * MIB)
-            await execute(src, "migrate", {"uri": info["incoming"]})
+        async with host_pair(host, connect_dst=False,
+                             src_params={"max_bandwidth": 2 * MIB}) as p:
+            src = p.src
+            await execute(src, "migrate", {"uri": p.uri})
             try:
                 first = (await wait_status(src, "active"))["ram"]
                 await asyncio.sleep(0.5)
@@ -793,8 +775,6 @@ def test_remaining_counts_down_in_the_first_pass(serve, base):
             finally:
                 await execute(src, "migrate_cancel")
                 await wait_status(src)
-        finally:
-            await disconnect(*reversed(clients))
 
     try:
         run(main())
@@ -808,13 +788,10 @@ def test_confined_uris_and_file_migration(serve, base, procs):
     dst_host = serve(state=base / "s2", name="serve2")
 
     async def main():
-        h = await connect(host.socket, "h")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h, h2]
-        try:
+        async with host_session((host, "h"), (dst_host, "h2")) as p:
+            h, h2 = p.h
             await pattern_vm(h, "a")
-            src = await connect(host.vm_socket("a"), "src")
-            clients.append(src)
+            src = await p.attach(host, "a", "src")
             for uri in ("file:/etc/aemu-x", "unix:/tmp/aemu-outside.sock",
                         f"file:{base}/s2/x", "file:../x"):
                 err = await execute_error(src, "migrate", {"uri": uri})
@@ -834,8 +811,7 @@ def test_confined_uris_and_file_migration(serve, base, procs):
                     "incoming": uri})
                 assert "outside the directories" in error_desc(err), err
             await pattern_vm(h, "d", incoming="defer")
-            d = await connect(host.vm_socket("d"), "d")
-            clients.append(d)
+            d = await p.attach(host, "d", "d")
             err = await execute_error(d, "migrate-incoming", {"uri": "file:/etc/passwd"})
             assert "outside the directories" in error_desc(err)
             assert await status(d) == "inmigrate" and await query(d) == {}
@@ -862,8 +838,7 @@ def test_confined_uris_and_file_migration(serve, base, procs):
             copy.write_bytes(path.read_bytes())
             info = await pattern_vm(h2, "a", incoming=f"file:{copy}", paused=True)
             assert info["incoming"] == f"file:{copy}"
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients.append(dst)
+            dst = await p.attach(dst_host, "a", "dst")
             assert (await wait_status(dst))["status"] == "completed"
             assert await status(dst) == "paused"
             theirs, ours = await observe(src), await observe(dst)
@@ -871,8 +846,7 @@ def test_confined_uris_and_file_migration(serve, base, procs):
 
             # mapped-ram: every page at its own offset, read back the same
             await pattern_vm(h, "m")
-            m = await connect(host.vm_socket("m"), "m")
-            clients.append(m)
+            m = await p.attach(host, "m", "m")
             await caps(m, mapped_ram=True)
             await warmed_up(m)
             mapped = host.state_dir / "m.mig"
@@ -882,8 +856,7 @@ def test_confined_uris_and_file_migration(serve, base, procs):
             copy = dst_host.state_dir / "m.mig"
             copy.write_bytes(mapped.read_bytes())
             await pattern_vm(h2, "m", incoming=f"file:{copy}", paused=True)
-            dst_m = await connect(dst_host.vm_socket("m"), "dst_m")
-            clients.append(dst_m)
+            dst_m = await p.attach(dst_host, "m", "dst_m")
             assert (await wait_status(dst_m))["status"] == "completed"
             assert await observe(m) == await observe(dst_m)
 
@@ -895,12 +868,8 @@ def test_confined_uris_and_file_migration(serve, base, procs):
             assert re.fullmatch(r"B+", run1.stdout), run1.stdout[:40]
             assert run1.popen.poll() is None
             run1.kill()
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), host, dst_host)
 
 
 # -- 8. snapshots and blockers ------------------------------------------------------------------
@@ -912,15 +881,8 @@ def test_snapshot_refused_during_migration(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
-            src = await connect(src_host.vm_socket("a"), "src")
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients += [src, dst]
+        async with host_pair(src_host, dst_host) as p:
+            src, dst, info = p.src, p.dst, p.info
             busy = "a migration of this VM is in progress; try again when it is done"
             # a destination waiting for its migration has one in progress too
             err = await execute_error(dst, "__org.aemu_snapshot-save", {"tag": "x"})
@@ -948,12 +910,8 @@ def test_snapshot_refused_during_migration(serve, base):
             # afterwards it saves
             saved = await execute(src, "__org.aemu_snapshot-save", {"tag": "after"})
             assert saved["status"] == "running"
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert src_host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host)
 
 
 def test_blocked_migration(serve, base):
@@ -962,13 +920,10 @@ def test_blocked_migration(serve, base):
     fsroot.mkdir()
 
     async def main():
-        h = await connect(host.socket, "h")
-        clients = [h]
-        try:
-            await create_vm(h, "f", firmware=FILEIO, paused=True, pace="fast",
+        async with host_session((host, "h")) as p:
+            await create_vm(p.h[0], "f", firmware=FILEIO, paused=True, pace="fast",
                             fs_root=str(fsroot))
-            f = await connect(host.vm_socket("f"), "f")
-            clients.append(f)
+            f = await p.attach(host, "f", "f")
             assert await query(f) == {}
             assert await execute(f, "__org.aemu_run-until", {"cycles": FILE_OPEN_AT}) == {
                 "status": "paused", "cycles": FILE_OPEN_AT}
@@ -981,11 +936,8 @@ def test_blocked_migration(serve, base):
             assert await query(f) == blocked
             assert not (host.state_dir / "f.mig").exists()
             assert await status(f) == "paused"
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert host.stop() == 0
+    run_and_stop(main(), host)
 
 
 # -- 9. vm-destroy mid-migration ----------------------------------------------------------------
@@ -993,19 +945,11 @@ def test_destroy_during_migration(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            # the source goes away: the destination fails cleanly
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
-            src = await connect(src_host.vm_socket("a"), "src")
-            dst = await connect(dst_host.vm_socket("a"), "dst")
-            clients += [src, dst]
-            await caps(src, return_path=True)
-            await params(src, max_bandwidth=MIB)
-            await execute(src, "migrate", {"uri": info["incoming"]})
+        # the source goes away: the destination fails cleanly
+        async with host_pair(src_host, dst_host, src_caps={"return_path": True},
+                             src_params={"max_bandwidth": MIB}) as p:
+            h1, h2, src, dst = *p.h, p.src, p.dst
+            await execute(src, "migrate", {"uri": p.uri})
             await wait_status(src, "active")
             t0 = time.monotonic()
             assert await execute(h1, "__org.aemu_vm-destroy", {"name": "a"}) == {}
@@ -1019,8 +963,7 @@ def test_destroy_during_migration(serve, base):
             # the destination goes away: the source fails and its VM goes on
             await pattern_vm(h1, "b")
             info = await pattern_vm(h2, "b", incoming="tcp:127.0.0.1:0")
-            src_b = await connect(src_host.vm_socket("b"), "src_b")
-            clients.append(src_b)
+            src_b = await p.attach(src_host, "b", "src_b")
             await caps(src_b, events=True, return_path=True)
             await params(src_b, max_bandwidth=MIB)
             await execute(src_b, "migrate", {"uri": info["incoming"]})
@@ -1040,12 +983,8 @@ def test_destroy_during_migration(serve, base):
             t0 = time.monotonic()
             assert await execute(h2, "__org.aemu_vm-destroy", {"name": "c"}) == {}
             assert time.monotonic() - t0 < 5.0
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert src_host.stop() == 0
-    assert dst_host.stop() == 0
+    run_and_stop(main(), src_host, dst_host)
 
 
 # -- failures at the destination; pause-before-switchover -----------------------------------------
@@ -1053,18 +992,16 @@ def test_destination_refuses_and_paused_switchover(serve, base):
     host = serve(state=base / "s1")
 
     async def main():
-        h = await connect(host.socket, "h")
-        clients = [h]
+        async with host_session((host, "h")) as p:
+            [h] = p.h
 
-        async def pair(n: int, **dst_args: Any):
-            await pattern_vm(h, f"s{n}")
-            info = await pattern_vm(h, f"d{n}", incoming="tcp:127.0.0.1:0", **dst_args)
-            src = await connect(host.vm_socket(f"s{n}"), f"s{n}")
-            dst = await connect(host.vm_socket(f"d{n}"), f"d{n}")
-            clients.extend([src, dst])
-            return src, dst, info["incoming"]
+            async def pair(n: int, **dst_args: Any):
+                await pattern_vm(h, f"s{n}")
+                info = await pattern_vm(h, f"d{n}", incoming="tcp:127.0.0.1:0", **dst_args)
+                src = await p.attach(host, f"s{n}", f"s{n}")
+                dst = await p.attach(host, f"d{n}", f"d{n}")
+                return src, dst, info["incoming"]
 
-        try:
             # a destination with another RAM size: both fail, the source runs on
             src, dst, uri = await pair(1, ram_size=PATTERN_RAM + MIB)
             await caps(src, return_path=True)
@@ -1125,11 +1062,8 @@ def test_destination_refuses_and_paused_switchover(serve, base):
             assert await execute(h, "__org.aemu_vm-destroy", {"name": "s4"}) == {}
             assert time.monotonic() - t0 < 5.0
             assert (await wait_status(dst))["status"] == "failed"
-        finally:
-            await disconnect(*reversed(clients))
 
-    run(main())
-    assert host.stop() == 0
+    run_and_stop(main(), host)
 
 
 def test_host_stops_during_migration(serve, base):
@@ -1138,20 +1072,11 @@ def test_host_stops_during_migration(serve, base):
     src_host, dst_host = two_hosts(serve, base)
 
     async def main():
-        h1 = await connect(src_host.socket, "h1")
-        h2 = await connect(dst_host.socket, "h2")
-        clients = [h1, h2]
-        try:
-            await pattern_vm(h1, "a")
-            info = await pattern_vm(h2, "a", incoming="tcp:127.0.0.1:0")
-            src = await connect(src_host.vm_socket("a"), "src")
-            clients.append(src)
-            await caps(src, return_path=True)
-            await params(src, max_bandwidth=MIB)
-            await execute(src, "migrate", {"uri": info["incoming"]})
-            await wait_status(src, "active")
-        finally:
-            await disconnect(*reversed(clients))
+        async with host_pair(src_host, dst_host, connect_dst=False,
+                             src_caps={"return_path": True},
+                             src_params={"max_bandwidth": MIB}) as p:
+            await execute(p.src, "migrate", {"uri": p.uri})
+            await wait_status(p.src, "active")
 
     run(main())
     t0 = time.monotonic()

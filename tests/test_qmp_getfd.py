@@ -189,6 +189,19 @@ class Served:
     async def sessions_gone(self) -> None:
         await until(lambda: not self.server.sessions, "the sessions to end")
 
+    async def leave_and_check_closed(self, clients: Iterable[Raw], pipes: Iterable[Pipe],
+                                     before: int) -> None:
+        """The clients leave; once their sessions ended, the server's copies
+        of the pipes' write ends are gone (each pipe reads EOF; then closed)
+        and the process holds as many descriptors as ``before``."""
+        for client in clients:
+            client.close()
+        await self.sessions_gone()
+        for p in pipes:
+            assert await p.eof()                  # the server's copies are gone
+            p.close()
+        assert open_fds() == before
+
 
 @contextlib.asynccontextmanager
 async def served(tcp: bool = False):
@@ -431,13 +444,8 @@ def test_unclaimed_fds_are_closed_when_the_session_ends(run) -> None:
             (session,) = s.server.sessions
             held = list(session.fds)
             assert all(fd_is_open(fd) for fd in held)
-            raw.close()                               # the client goes: EOF
-            await s.sessions_gone()
+            await s.leave_and_check_closed([raw], pipes, before)    # the client goes: EOF
             assert session.fds == collections.deque()
-            for p in pipes:
-                assert await p.eof()                  # the server's copies are gone
-                p.close()
-            assert open_fds() == before
             assert s.registered == {}
     run(main())
 
@@ -482,11 +490,7 @@ def test_an_fd_flood_is_capped(run) -> None:
             assert await raw.ok("getfd", {"fdname": "one"}) == {}
             assert await raw.ok("x-pending-fds") == MAX_PENDING_FDS - 1
             assert await raw.ok("closefd", {"fdname": "one"}) == {}
-            raw.close()
-            await s.sessions_gone()
-            assert await p.eof()
-            p.close()
-            assert open_fds() == before
+            await s.leave_and_check_closed([raw], [p], before)
     run(main())
 
 
@@ -505,12 +509,7 @@ def test_an_fd_flood_over_many_clients(run) -> None:
             for c in clients:
                 assert await c.ok("x-pending-fds") == MAX_PENDING_FDS
             assert open_fds() - before <= 2 + 2 * 4 + 4 * MAX_PENDING_FDS + 4
-            for c in clients:
-                c.close()
-            await s.sessions_gone()
-            assert await p.eof()
-            p.close()
-            assert open_fds() == before
+            await s.leave_and_check_closed(clients, [p], before)
     run(main())
 
 
