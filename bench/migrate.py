@@ -777,12 +777,14 @@ def report(fig: dict) -> None:
         parts.append(f"downtime <= {goal:g} ms {guest}: {len(met)}/{len(cs)} cases met "
                      f"(best {best:.2f} ms)" if best is not None else
                      f"downtime <= {goal:g} ms {guest}: no case completed")
-    rs = [c for c in fig["cases"] if c["summary"].get("ratio") is not None]
+    # throughput in RAM moved per second against a raw copy of those bytes:
+    # with zstd the wire carries ~1 % of them, so the wire ratio says nothing
+    rs = [c for c in fig["cases"] if c["summary"].get("ram_ratio") is not None]
     if rs:
-        met = [c for c in rs if c["summary"]["ratio"] >= GOAL_RATIO]
-        best = max(c["summary"]["ratio"] for c in rs)
-        parts.append(f"throughput >= {GOAL_RATIO:g}x raw: {len(met)}/{len(rs)} cases met "
-                     f"(best {best:.2f})")
+        met = [c for c in rs if c["summary"]["ram_ratio"] >= GOAL_RATIO]
+        worst = min(c["summary"]["ram_ratio"] for c in rs)
+        parts.append(f"throughput >= {GOAL_RATIO:g}x raw (RAM ratio): {len(met)}/{len(rs)} "
+                     f"cases met (worst {worst:.2f})")
     print("goals: " + "; ".join(parts))
 
     big = fig.get("big")
