@@ -128,3 +128,20 @@ def test_wrong_width_register_access_is_a_bus_error_naming_the_register() -> Non
     assert (result.reason, result.status) == ("fault", 139)
     assert result.fault[0] == 12 and result.fault[2] == 0x1400302
     assert any("4-byte read of 16-bit register STATUS" in w for w in warnings), warnings
+
+
+def test_a_timer_that_stops_the_machine_stops_it_on_its_cycle() -> None:
+    """A host timer whose callback pauses the VM: no slice runs after it (the
+    slice loop looks at the run state again once the due timers fired)."""
+    async def main() -> None:
+        vm = await _machine(100_000)
+        try:
+            due = vm.cycles + 12_345
+            vm.ctx.schedule(due, vm.pause)
+            vm.resume()
+            await vm.wait_state(RunState.PAUSED)
+            assert vm.cycles == due
+        finally:
+            await vm.close()
+
+    asyncio.run(main())

@@ -572,6 +572,8 @@ class Machine:
         self.timers.fire_due(now)
         if self._reset_requested:
             self.system_reset()
+        if self.state is not RunState.RUNNING:     # a timer's callback stopped the VM
+            return
         if self._inputs:
             self._feed_uarts()
         if self._stop_at is not None and now >= self._stop_at:
