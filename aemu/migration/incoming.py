@@ -32,7 +32,7 @@ from aemu.migration.wire import (CMD_NAMES, CMD_OPEN_RETURN_PATH, CMD_PING, COMM
                                  MULTIFD_MAGIC, RP_PONG, RP_SHUT, parse_multifd_init,
                                  rp_message)
 from aemu.savevm.codec import Reader, StreamError, Truncated, check_version, decode, encode
-from aemu.savevm.machine import apply_sections, sections
+from aemu.savevm.machine import apply_parsed, apply_sections, sections
 from aemu.savevm.stream import (COMMAND, CONFIG_VMSD, CONFIGURATION, END, EOF, FULL,
                                 GLOBALSTATE_VMSD, MAGIC, PAGE_BITS, PART, RAM_BLOCK,
                                 RAM_VERSION, START, VERSION, VMDESC, GlobalState, Parsed,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BLOCK = RAM_BLOCK.encode()
 MAX_VMDESC = 16 << 20
-CONNECT_TIMEOUT = 60.0       #: multifd channels must all be there by the first FLUSH
+CONNECT_TIMEOUT = 60.0       #: seconds for a new connection to say what it is
 
 
 class Incoming(MigrationJob):
@@ -186,8 +186,6 @@ class Incoming(MigrationJob):
     # -- the load ------------------------------------------------------------------
     async def _run(self, ch: Channel) -> None:
         self.main = ch
-        if self.listener is not None:      # multifd channels still connect to it
-            pass
         gc_was = gc.isenabled()
         gc.disable()          # no collector pass in the middle of a switch-over
         try:
@@ -399,16 +397,11 @@ class Incoming(MigrationJob):
                 raise StreamError("the device check failed: device state arrived different "
                                   "from how it was sent (a corrupted stream)", None,
                                   "aemu-ram-check")
-        saved = parsed.globalstate.runstate if parsed.globalstate else "paused"
-        try:
-            state = RunState(saved)
-        except ValueError:
-            raise StreamError(f"unknown run state {saved!r}", None, "globalstate") from None
-        # all good: the devices, the clock, the run state
-        vm.timers.clear()
-        cpu.set_irq(0)
-        apply_sections(vm, values_of)
-        vm.state_replaced(state if state not in (RunState.RUNNING,) else RunState.PAUSED)
+        # all good: the devices, the clock, the run state (RAM is in already;
+        # from inmigrate a "running" stream leaves the VM paused until the
+        # commit, see state_replaced)
+        parsed.sections = values_of
+        state = apply_parsed(vm, parsed, lambda: None)
         stats.end_ms = now_ms()
         if self._return_path:
             self._reply(ch, 0)
