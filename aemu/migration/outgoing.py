@@ -244,8 +244,7 @@ class Outgoing(MigrationJob):
                 if multifd:
                     await self._multifd_flush()
                 # the next pass: what the guest wrote meanwhile
-                pending = bytearray(log.sync())
-                log.clear()
+                _take_dirty(log, pending)       # empty after the pass: the next one
                 now = time.monotonic()
                 dirty = npages - pending.count(0)
                 stats.dirty_sync_count += 1
@@ -509,10 +508,7 @@ class Outgoing(MigrationJob):
             if self._shut.done():
                 self._shut.result()      # raises what broke the return path
             raise MigrationError(f"the destination did not answer a PING in {RP_TIMEOUT:g} s")
-        last = log.sync()
-        merged = int.from_bytes(pending, "little") | int.from_bytes(last, "little")
-        pending[:] = merged.to_bytes(len(pending), "little")
-        log.clear()
+        _take_dirty(log, pending)
         return (len(pending) - pending.count(0)) * PAGE_SIZE <= threshold
 
     # -- switch-over ---------------------------------------------------------------
@@ -544,10 +540,7 @@ class Outgoing(MigrationJob):
         precopy = self._sent()
         self.main.spin(SPIN)      # type: ignore[union-attr]   the verdict is due in ~1 ms
         # the last pages: what is still pending, and what the guest wrote since
-        last = log.sync()
-        merged = int.from_bytes(pending, "little") | int.from_bytes(last, "little")
-        pending = bytearray(merged.to_bytes(len(pending), "little"))
-        log.clear()
+        _take_dirty(log, pending)
         zero_mode = ZERO_SEND if opts["zero-page-detection"] == "none" else ZERO_RECORD
         w = self.writer
         # the last pages go inline in the main stream (safe after the last
@@ -649,6 +642,15 @@ class Outgoing(MigrationJob):
                 # a broken return path ends the migration at once (the VM resumes)
                 self.error = f"the return path broke: {_describe(exc)}"
                 self.task.cancel(msg="return-path")
+
+
+def _take_dirty(log: Any, pending: bytearray) -> None:
+    """Add the pages the guest wrote since the log was last cleared to
+    ``pending`` (in place), and clear the log."""
+    last = log.sync()
+    merged = int.from_bytes(pending, "little") | int.from_bytes(last, "little")
+    pending[:] = merged.to_bytes(len(pending), "little")
+    log.clear()
 
 
 class RamCheck:
