@@ -15,7 +15,8 @@ confinement (the state dir and --allow-dir directories).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Iterator, Optional
 
 from aemu.host.commands import CommandContext, Int
 from aemu.host.paths import PathError
@@ -28,6 +29,15 @@ from aemu.transport.uri import UriError, parse_uri
 
 def _mgr(ctx: CommandContext) -> Any:
     return ctx.target.migration
+
+
+@contextlib.contextmanager
+def _as_qmp_error() -> Iterator[None]:
+    """A migration's or an option's error, as the QMP error of the command."""
+    try:
+        yield
+    except (MigrationError, OptionError) as exc:
+        raise QmpError(str(exc)) from None
 
 
 def _confined(ctx: CommandContext, uri: str) -> str:
@@ -90,10 +100,8 @@ def migrate(ctx: CommandContext, uri: Optional[str] = None,
     if ctx.target.machine.held_state is not None:
         raise QmpError("a snapshot of this VM is being saved or loaded; try again when "
                        "it is done")
-    try:
+    with _as_qmp_error():
         _mgr(ctx).migrate(target)
-    except MigrationError as exc:
-        raise QmpError(str(exc)) from None
 
 
 @vm.command("migrate-incoming", {"*uri": "str", "*channels": ["object"],
@@ -113,10 +121,8 @@ async def migrate_incoming(ctx: CommandContext, uri: Optional[str] = None,
     if _mgr(ctx).busy:
         raise QmpError("The incoming migration has already been started")
     ctx.target.exit_on_error = exit_on_error
-    try:
+    with _as_qmp_error():
         await _mgr(ctx).incoming(source)
-    except MigrationError as exc:
-        raise QmpError(str(exc)) from None
 
 
 def _cancel(ctx: CommandContext) -> None:
@@ -130,10 +136,8 @@ vm.command("migrate-cancel")(_cancel)
 @vm.command("migrate-continue", {"state": "str"})
 def migrate_continue(ctx: CommandContext, state: str) -> None:
     """Go on from pre-switchover (pause-before-switchover)."""
-    try:
+    with _as_qmp_error():
         _mgr(ctx).continue_(state)
-    except MigrationError as exc:
-        raise QmpError(str(exc)) from None
 
 
 @vm.command("migrate-set-capabilities", {"capabilities": ["object"]})
@@ -148,10 +152,8 @@ def migrate_set_capabilities(ctx: CommandContext, capabilities: list[dict]) -> N
         if not isinstance(item.get("state"), bool):
             raise QmpError("Invalid parameter type for 'state', expected: boolean")
         items.append(item)
-    try:
+    with _as_qmp_error():
         _mgr(ctx).options.set_capabilities(items, running=_mgr(ctx).running)
-    except OptionError as exc:
-        raise QmpError(str(exc)) from None
 
 
 @vm.command("query-migrate-capabilities")
@@ -161,10 +163,8 @@ def query_migrate_capabilities(ctx: CommandContext) -> list:
 
 def _set_parameters(ctx: CommandContext, **params: Any) -> None:
     changes = {k.replace("_", "-"): v for k, v in params.items()}
-    try:
+    with _as_qmp_error():
         _mgr(ctx).options.set_parameters(changes, running=_mgr(ctx).running)
-    except OptionError as exc:
-        raise QmpError(str(exc)) from None
 
 
 _PARAM_TYPES = {name: ("bool" if p.kind is bool else "str" if p.kind is str else Int(0))
@@ -201,10 +201,8 @@ def getfd(ctx: CommandContext, fdname: str) -> None:
 
 @vm.command("closefd", {"fdname": "str"})
 def closefd(ctx: CommandContext, fdname: str) -> None:
-    try:
+    with _as_qmp_error():
         _mgr(ctx).close_fd(fdname)
-    except MigrationError as exc:
-        raise QmpError(str(exc)) from None
 
 
 __all__ = ["vm"]
