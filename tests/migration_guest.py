@@ -15,6 +15,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from aemu.hw.board import Board, default_board
+from aemu.testing.uart import Capture
 
 MIGRATE_FW = Path(__file__).resolve().parent / "firmware" / "migrate"
 PATTERN_ELF = MIGRATE_FW / "pattern.elf"
@@ -100,24 +101,12 @@ def check_pattern_ram(ram: bytes | bytearray | memoryview, buf_addr: int, npages
     return first
 
 
-class UartCapture:
+class UartCapture(Capture):
     """A UART back-end (``Machine(backends={"uart0": UartCapture()})``) that
-    keeps what the guest sent; no input."""
+    keeps what the guest sent (``data``); no input, so a guest that waits for
+    a byte with nothing else armed is reported as suspended, not left waiting."""
 
     input_possible = False
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    def set_receiver(self, cb) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def describe(self) -> str: return "capture"
-
-    def write(self, data: bytes) -> None:
-        self.data += data
 
     @property
     def text(self) -> str:
